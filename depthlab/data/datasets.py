@@ -1,0 +1,143 @@
+"""In-memory splits and minibatch iterators for training and evaluation.
+
+The embedded datasets are small (hundreds of samples), so a split is read
+and every PNG decoded once into arrays; batches are then index operations
+on tensors, with no DataLoader and no per-step decoding.
+"""
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from depthlab.data.batch import DepthBatch
+from depthlab.data.shards import shard_files
+
+
+@dataclass(frozen=True, eq=False)
+class SplitArrays:
+    """One split in memory; `images` or `depth` is None when the split lacks it."""
+
+    images: np.ndarray | None  # (N, H, W, 3) uint8
+    depth: np.ndarray | None  # (N, H, W) float32 metres, NaN = invalid
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_split(path: Path | str, split: str) -> SplitArrays:
+    """Read one split of a prepared dataset directory and decode it."""
+    images, depths, ids = [], [], []
+    for file in shard_files(path, split):
+        table = pq.read_table(file, columns=["id", "rgb", "depth", "height", "width"])
+        for row in table.to_pylist():
+            h, w = row["height"], row["width"]
+            ids.append(row["id"])
+            if row["rgb"] is not None:
+                images.append(np.asarray(Image.open(io.BytesIO(row["rgb"])).convert("RGB")))
+            if row["depth"] is not None:
+                depths.append(np.frombuffer(row["depth"], dtype="<f4").reshape(h, w))
+    for name, got in (("rgb", images), ("depth", depths)):
+        if got and len(got) != len(ids):
+            raise ValueError(f"{path}: split {split!r} has {name} in {len(got)} of "
+                             f"{len(ids)} rows; expected all or none")
+    return SplitArrays(
+        images=np.stack(images) if images else None,
+        depth=np.stack(depths).astype(np.float32) if depths else None,
+        ids=ids,
+    )
+
+
+def _images(a: SplitArrays) -> torch.Tensor:
+    return torch.from_numpy(a.images).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
+
+
+def _depth(a: SplitArrays) -> torch.Tensor:
+    return torch.from_numpy(a.depth).unsqueeze(1).contiguous()  # (N, 1, H, W) metres
+
+
+def _flip(x: torch.Tensor, horizontal: torch.Tensor, vertical: torch.Tensor) -> torch.Tensor:
+    """Flip each sample of (B, C, H, W) where its flag is set."""
+    x = torch.where(horizontal[:, None, None, None], x.flip(-1), x)
+    return torch.where(vertical[:, None, None, None], x.flip(-2), x)
+
+
+class RandomBatches:
+    """An endless, seeded stream of random minibatches.
+
+    Unpaired (`rgb is not depth`): images and depth maps are drawn
+    independently, as in the paper's unsupervised training (`paired=False`).
+    Paired (`rgb is depth`): one draw of indices for both (`paired=True`).
+    Within a batch, samples are distinct unless the batch is larger than the
+    split. Augmentation: random horizontal and vertical flips, independent per
+    sample, identical for image and depth of a paired sample.
+    """
+
+    def __init__(self, rgb: SplitArrays, depth: SplitArrays, batch_size: int, seed: int,
+                 augment: bool = True, device: torch.device | str = "cpu"):
+        if rgb.images is None:
+            raise ValueError("RandomBatches: the rgb split holds no images")
+        if depth.depth is None:
+            raise ValueError("RandomBatches: the depth split holds no depth maps")
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.paired = rgb is depth
+        self.batch_size, self.augment = batch_size, augment
+        self.generator = torch.Generator().manual_seed(seed)
+        self.images = _images(rgb).to(device)  # uint8 until batched: 4× less memory
+        self.depth = _depth(depth).to(device)
+        self.rgb_ids, self.depth_ids = rgb.ids, depth.ids
+
+    def __iter__(self) -> "RandomBatches":
+        return self
+
+    def _indices(self, n: int) -> torch.Tensor:
+        if self.batch_size <= n:
+            return torch.randperm(n, generator=self.generator)[: self.batch_size]
+        return torch.randint(n, (self.batch_size,), generator=self.generator)
+
+    def _flags(self) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.batch_size
+        if not self.augment:
+            off = torch.zeros(b, dtype=torch.bool)
+            return off, off
+        return (torch.rand(b, generator=self.generator) < 0.5,
+                torch.rand(b, generator=self.generator) < 0.5)
+
+    def __next__(self) -> DepthBatch:
+        i_rgb = self._indices(len(self.rgb_ids))
+        i_depth = i_rgb if self.paired else self._indices(len(self.depth_ids))
+        flips_rgb = self._flags()
+        flips_depth = flips_rgb if self.paired else self._flags()
+        device = self.images.device
+        image = self.images[i_rgb.to(device)].float().div_(255.0)
+        depth = self.depth[i_depth.to(device)]
+        image = _flip(image, *(f.to(device) for f in flips_rgb))
+        depth = _flip(depth, *(f.to(device) for f in flips_depth))
+        if self.paired:
+            ids = [self.rgb_ids[i] for i in i_rgb.tolist()]
+        else:  # "rgb id|depth id": the two halves of an unpaired batch are unrelated
+            ids = [f"{self.rgb_ids[a]}|{self.depth_ids[b]}"
+                   for a, b in zip(i_rgb.tolist(), i_depth.tolist(), strict=True)]
+        return DepthBatch(image=image, depth=depth, paired=self.paired, ids=ids)
+
+
+def eval_batches(split: SplitArrays, batch_size: int) -> Iterator[DepthBatch]:
+    """The split in order, in batches (the last may be smaller), paired, unaugmented."""
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    images = None if split.images is None else _images(split)
+    depth = None if split.depth is None else _depth(split)
+    for start in range(0, len(split), batch_size):
+        sl = slice(start, start + batch_size)
+        yield DepthBatch(
+            image=None if images is None else images[sl].float().div_(255.0),
+            depth=None if depth is None else depth[sl],
+            paired=True, ids=split.ids[sl],
+        )

@@ -1,0 +1,129 @@
+"""The one training loop: steps, evaluation cadence, NaN detection, best-so-far, seeding.
+
+Plain PyTorch: the same function runs in a test, a notebook and a Ray Train worker.
+"""
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from depthlab.config import TrainSettings
+from depthlab.data.batch import DepthBatch
+from depthlab.methods.protocol import DataInfo, Method
+from depthlab.metrics import compute, compute_signed
+
+HIGHER_IS_BETTER = {"corr", "delta1", "delta2", "delta3", "psnr"}
+
+
+@dataclass
+class Evaluation:
+    """Metrics on the evaluation split (display units) and a few samples to draw."""
+
+    metrics: dict[str, float]
+    images: np.ndarray  # (N, H, W, 3) in [0, 1]
+    predictions: np.ndarray  # (N, H, W) display unit
+    truths: np.ndarray  # (N, H, W) display unit
+
+
+@dataclass
+class FitResult:
+    steps_done: int
+    diverged: bool
+    best: dict[str, float] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+
+
+Report = Callable[[int, dict[str, float], Evaluation | None, bool], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → CUDA when present, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def evaluate(method: Method, batches: Iterator[DepthBatch], data: DataInfo,
+             keep: int = 4) -> Evaluation:
+    """Predict every evaluation batch and score it with the dataset's protocol."""
+    preds, truths, images = [], [], []
+    for batch in batches:
+        preds.append(method.predict(batch.image).cpu())
+        truths.append(batch.depth)
+        images.append(batch.image[:keep])
+    pred, truth = torch.cat(preds), torch.cat(truths)
+    unit = data.display_unit
+    if data.depth_range_m[0] < 0:  # relative depth (paper 004): pooled, no alignment
+        raw = compute_signed(pred, truth, scale=data.display_scale)
+        metrics = {f"rmse_{unit}": raw["rmse"], f"mae_{unit}": raw["mae"], "corr": raw["corr"]}
+    else:
+        raw = compute(pred, truth, max_depth=data.depth_range_m[1])  # metres
+        metrics = {(f"{k}_m" if k in ("rmse", "mae") else k): v for k, v in raw.items()}
+    image = torch.cat(images)[:keep].permute(0, 2, 3, 1).numpy()
+    scale = data.display_scale
+    return Evaluation(metrics, image, pred[:keep, 0].numpy() * scale,
+                      truth[:keep, 0].numpy() * scale)
+
+
+def _improves(key: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value > best if key in HIGHER_IS_BETTER else value < best
+
+
+def fit(method: Method, batches: Iterator[DepthBatch], run_eval: Callable[[], Evaluation],
+        settings: TrainSettings, report: Report, primary: str, start_step: int = 0) -> FitResult:
+    """Train `settings.steps` steps, evaluating at step 0 and every `eval_every` steps.
+
+    `report(step, metrics, evaluation, improved)` receives train/… (means since the
+    last report), eval/… and best/… metrics; `improved` says the evaluation metric
+    named by `primary` ("best/rmse_um" or "rmse_um") reached a new best (the moment to save the best checkpoint). A non-finite loss stops
+    training and reports `diverged = 1`.
+    """
+    primary_key = primary.split("/", 1)[-1]  # "best/rmse_um" → evaluation metric "rmse_um"
+    best: dict[str, float] = {}
+    running: dict[str, list[float]] = defaultdict(list)
+    last: dict[str, float] = {}
+
+    def evaluate_and_report(step: int) -> None:
+        nonlocal last
+        evaluation = run_eval()
+        improved = _improves(primary_key, evaluation.metrics[primary_key],
+                             best.get(primary_key))
+        for name, value in evaluation.metrics.items():
+            if _improves(name, value, best.get(name)):
+                best[name] = value
+        last = {f"train/{k}": sum(v) / len(v) for k, v in running.items()}
+        last.update({f"eval/{k}": v for k, v in evaluation.metrics.items()})
+        last.update({f"best/{k}": v for k, v in best.items()})
+        running.clear()
+        report(step, dict(last), evaluation, improved)
+
+    if start_step == 0:
+        evaluate_and_report(0)
+    for step in range(start_step, settings.steps):
+        losses = method.train_step(batches, step)
+        bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
+        if bad:
+            report(step + 1, {"diverged": 1.0, **{f"train/{k}": losses[k] for k in bad}},
+                   None, False)
+            return FitResult(step + 1, True, best, last)
+        for key, value in losses.items():
+            running[key].append(value)
+        if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
+            evaluate_and_report(step + 1)
+    return FitResult(settings.steps, False, best, last)

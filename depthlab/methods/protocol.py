@@ -1,0 +1,39 @@
+"""What the training loop needs from a method: a small protocol, not a base class."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+from depthlab.data.batch import DepthBatch
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """Facts about the dataset a method trains on (from its catalog entry)."""
+
+    name: str
+    version: str
+    depth_range_m: tuple[float, float]  # range mapped to [−1, 1] for tanh outputs
+    display_unit: str  # unit metrics are reported in
+    display_scale: float  # metres → display unit
+    image_size: tuple[int, int]
+
+
+class Method(Protocol):
+    """A method owns its networks, optimizers and schedule; the loop owns everything else."""
+
+    name: ClassVar[str]
+
+    def train_step(self, batches: Iterator[DepthBatch], step: int) -> dict[str, float]:
+        """One update of the main model (drawing as many batches as it needs); returns losses."""
+
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] → (B, 1, H, W) depth in metres."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights and optimizer states."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""

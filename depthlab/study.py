@@ -1,0 +1,559 @@
+"""Ray, and only here: a trial's training under Ray Train, the study under Ray Tune with
+Optuna (TPE) and ASHA, MLflow runs closed from the driver, and the leaderboard.
+
+Shape (see RAY_NOTES): each Tune trial is a small function (the trial driver,
+holding a custom `trial_driver` resource instead of a CPU) that builds a
+`TorchTrainer`; its workers run `train_trial` and report through
+`TuneReportCallback`.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from depthlab import checkpoint, tracking
+from depthlab.catalog import CatalogEntry, load_entry
+from depthlab.config import Budget, TrainSettings, from_dict, to_dict
+from depthlab.data.datasets import RandomBatches, SplitArrays, eval_batches, load_split
+from depthlab.data.shards import prepare
+from depthlab.loop import Evaluation, evaluate, fit, resolve_device, seed_everything
+from depthlab.methods import METHODS, DataInfo
+from depthlab.nn.optim import Stepper
+from depthlab.viz import depth_panel
+
+DRIVER_RESOURCE = "trial_driver"
+RAY_ENV = {
+    # A Train report otherwise blocks ~1.9 s on the controller's poll (RAY_NOTES).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a study script declares: method + dataset + search space + metric + budgets."""
+
+    name: str
+    method: str
+    dataset: str
+    search_space: Callable[[Any], dict | None]  # module-level, define-by-run (Optuna)
+    budgets: dict[str, Budget]
+    metric: str
+    mode: str = "min"
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+    train_splits: tuple[str, str] = ("train_rgb", "train_depth")
+    eval_split: str = "eval"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything a trial needs, as plain values (it crosses process boundaries)."""
+
+    method: str
+    method_config: dict[str, Any]
+    settings: dict[str, Any]
+    data_path: str
+    data: dict[str, Any]
+    train_splits: tuple[str, str]
+    eval_split: str
+    primary: str
+
+
+# ---------------------------------------------------------------- one trial, no Ray
+
+def data_info(entry: CatalogEntry, size: tuple[int, int]) -> DataInfo:
+    """The facts a method needs about its dataset."""
+    return DataInfo(entry.name, str(entry.version), tuple(entry.depth_range_m),
+                    entry.display_unit, entry.display_scale, tuple(size))
+
+
+def _first(split: SplitArrays, count: int) -> SplitArrays:
+    take = lambda a: None if a is None else a[:count]  # noqa: E731
+    return replace(split, images=take(split.images), depth=take(split.depth),
+                   ids=split.ids[:count])
+
+
+def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper):
+    """The method object of a plan (config validated by its frozen dataclass)."""
+    method_cls = METHODS.get_or_raise(plan.method)
+    config = from_dict(method_cls.Config, plan.method_config)
+    settings = from_dict(TrainSettings, plan.settings)
+    return method_cls(config, settings, DataInfo(**plan.data), device, stepper), config, settings
+
+
+def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> Any:
+    """Load data, build the method, run the loop. Plain PyTorch: Ray and MLflow stay outside.
+
+    `report(method, step, metrics, evaluation, improved)` is the loop's reporter
+    with the method in front, so a reporter can save its weights.
+    """
+    settings = from_dict(TrainSettings, plan.settings)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    seed_everything(settings.seed + rank)
+    device = resolve_device(settings.device)
+    method, config, _ = build_method(plan, device, Stepper(settings.grad_clip))
+    rgb_split, depth_split = plan.train_splits
+    rgb, depth = load_split(plan.data_path, rgb_split), load_split(plan.data_path, depth_split)
+    batches: Iterator = RandomBatches(rgb, depth, config.batch_size, seed=settings.seed + rank)
+    evaluation_set = _first(load_split(plan.data_path, plan.eval_split), settings.eval_samples)
+    info = DataInfo(**plan.data)
+
+    def run_eval() -> Evaluation:
+        return evaluate(method, eval_batches(evaluation_set, 32), info)
+
+    return fit(method, batches, run_eval, settings, partial(report, method), plan.primary)
+
+
+# ---------------------------------------------------------------- inside Ray workers
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: runs a trial; rank 0 writes the MLflow child run."""
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    plan = TrialPlan(**config["plan"])
+    study = tracking.StudyRun(**config["study"])
+    params = {"method": plan.method_config, "train": plan.settings,
+              "dataset": f"{plan.data['name']}@{plan.data['version']}"}
+    run = tracking.TrialRun(study, config["trial_name"], params,
+                            {"depthlab.trial_id": config["trial_id"]}) if rank == 0 else None
+    workdir = Path(tempfile.mkdtemp(prefix="depthlab-trial-"))
+
+    def report(method, step: int, metrics: dict[str, float], evaluation: Evaluation | None,
+               improved: bool) -> None:
+        if run is not None:
+            run.log_metrics(step, metrics)
+            if improved and evaluation is not None:  # before the report: ASHA may stop us
+                _log_best(run, plan, method, evaluation, step, workdir)
+        out = dict(metrics, step=step, mlflow_run_id=run.run_id if run else "")
+        if metrics.get("diverged"):
+            out[plan.primary] = math.inf  # never NaN: ASHA and Optuna stall on it
+        ray.train.report(out)
+
+    try:
+        if run is not None:
+            run.log_dict(config, "config.json")
+        train_trial(plan, report, rank)
+    except BaseException as error:
+        if run is not None:
+            tracking.end_run(study.tracking_uri, run.run_id, "FAILED",
+                             {"depthlab.failure": f"{type(error).__name__}: {error}"[:5000]})
+        raise
+
+
+def _log_best(run: tracking.TrialRun, plan: TrialPlan, method, evaluation: Evaluation,
+              step: int, workdir: Path) -> None:
+    """The best checkpoint so far and its depth panel, as artifacts of the child run."""
+    info = DataInfo(**plan.data)
+    weights = {name: net.state_dict() for name, net in method.networks().items()}
+    path = checkpoint.save(workdir / "best.pt", method=plan.method, config=plan.method_config,
+                           settings=plan.settings, dataset=f"{info.name}@{info.version}",
+                           state=weights, step=step)
+    run.log_artifact(path, "checkpoint")
+    primary = plan.primary.split("/", 1)[-1]
+    title = f"step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in evaluation.metrics.items())
+    panel = depth_panel(evaluation.images, evaluation.predictions, evaluation.truths,
+                        info.display_unit, workdir / "depth_panel.png", title)
+    run.log_artifact(panel)
+    run.set_tags({"depthlab.best_step": str(step), f"depthlab.best_{primary}":
+                  f"{evaluation.metrics.get(primary, float('nan')):.6g}"})
+
+
+def _trial_driver(config: dict[str, Any]) -> None:
+    """Tune function trainable: one TorchTrainer per trial, stable name from the trial id."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    context = tune.get_context()
+    fixed = config["fixed"]
+    plan = dict(fixed["plan"])
+    plan["method_config"] = {**plan["method_config"], **config.get("method", {})}
+    plan["settings"] = {**plan["settings"], **config.get("train", {})}
+    scaling = fixed["scaling"]
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"plan": plan, "study": fixed["study"],
+                           "trial_id": context.get_trial_id(),
+                           "trial_name": context.get_trial_name()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling["workers"], use_gpu=scaling["gpus_per_worker"] > 0,
+            resources_per_worker={"CPU": scaling["cpus_per_worker"],
+                                  "GPU": scaling["gpus_per_worker"]}),
+        run_config=ray.train.RunConfig(
+            name=f"train-{context.get_trial_id()}", storage_path=fixed["storage"],
+            callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+# ---------------------------------------------------------------- the driver
+
+def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun):
+    """A Tune callback ending each trial's child run in its final state (driver side)."""
+    from ray import tune
+
+    class CloseRuns(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            metric = [f"{k.split('/', 1)[1]} {v:.3g}" for k, v in result.items()
+                      if k.startswith("eval/") and isinstance(v, float)]
+            print(f"  {trial.trial_id} step {result.get('step', 0):>5}/{total_steps}  "
+                  + "  ".join(metric), flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            run_id = result.get("mlflow_run_id")
+            if not run_id:
+                return
+            if result.get("diverged"):
+                tracking.end_run(uri, run_id, "FAILED", {"depthlab.failure": "diverged"})
+                print(f"  {trial.trial_id} diverged (loss not finite): run marked FAILED")
+            else:
+                early = result.get("step", 0) < total_steps
+                tags = {"depthlab.stopped_early": str(early).lower()}
+                tracking.end_run(uri, run_id, "FINISHED", tags)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            run_id = (trial.last_result or {}).get("mlflow_run_id")
+            if run_id:
+                tracking.end_run(uri, run_id, "FAILED", {"depthlab.failure": "trial error"})
+            print(f"  {trial.trial_id} failed: see {trial.local_path}", flush=True)
+
+    return CloseRuns()
+
+
+def _resources(workers: int, use_gpu: bool | None) -> dict[str, Any]:
+    """Per-worker CPUs/GPUs and how many trials fit at once on the running Ray cluster."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 1), total.get("GPU", 0)
+    gpu = (gpus > 0) if use_gpu is None else use_gpu
+    if gpu and gpus == 0:
+        raise ValueError("--gpu was requested but the Ray cluster has no GPU")
+    per_worker_cpu = 1
+    concurrent = int(cpus // (workers * per_worker_cpu))
+    if gpu:
+        concurrent = min(concurrent, int(gpus // workers))
+    if concurrent < 1:
+        raise ValueError(f"{workers} workers need {workers * per_worker_cpu} CPUs"
+                         f"{' and GPUs' if gpu else ''}; the cluster has {cpus:g} CPUs, "
+                         f"{gpus:g} GPUs")
+    drivers = total.get(DRIVER_RESOURCE, 0)
+    if drivers < 1:
+        raise ValueError(f"the Ray cluster has no '{DRIVER_RESOURCE}' resource; start its head "
+                         f"with --resources='{{\"{DRIVER_RESOURCE}\": 16}}'")
+    return {"workers": workers, "cpus_per_worker": per_worker_cpu,
+            "gpus_per_worker": 1 if gpu else 0, "concurrent": min(concurrent, int(drivers))}
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to a cluster, or start a local Ray sized to this machine; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {**RAY_ENV, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    os.environ.update(RAY_ENV)  # the local raylet inherits the driver's environment
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        return True
+    cpus = os.cpu_count() or 1
+    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: cpus}, include_dashboard=True,
+             dashboard_host="127.0.0.1", runtime_env={"env_vars": env}, log_to_driver=False,
+             logging_level="WARNING")
+    return True
+
+
+def _constant_baseline(path: Path, plan: TrialPlan, info: DataInfo) -> dict[str, float]:
+    """RMSE/MAE of predicting the training depth mean everywhere (the trivial predictor)."""
+    from depthlab.metrics import compute_signed
+
+    mean = float(np.nanmean(load_split(path, plan.train_splits[1]).depth))
+    truth = _first(load_split(path, plan.eval_split), plan.settings["eval_samples"]).depth
+    raw = compute_signed(np.full_like(truth, mean), truth, scale=info.display_scale)
+    unit = info.display_unit
+    return {f"baseline/constant_rmse_{unit}": raw["rmse"],
+            f"baseline/constant_mae_{unit}": raw["mae"]}
+
+
+def _storage_dir(root: Path, name: str, resume: bool) -> Path:
+    """The Tune experiment folder: the latest one to resume, else the next free name."""
+    candidates = sorted((p for p in root.glob(f"{name}*") if p.is_dir()),
+                        key=lambda p: p.stat().st_mtime)
+    if resume:
+        if not candidates:
+            raise ValueError(f"--resume: no earlier study named {name!r} under {root}")
+        return candidates[-1]
+    path, index = root / name, 2
+    while path.exists():
+        path, index = root / f"{name}-{index}", index + 1
+    return path
+
+
+@dataclass
+class StudyOutcome:
+    """What a finished (or interrupted) study leaves behind."""
+
+    study: tracking.StudyRun
+    status: str
+    best_run_id: str | None
+    leaderboard: list[dict[str, Any]]
+    wall_seconds: float
+    baseline: dict[str, float]
+
+
+def plan_for(spec: StudySpec, budget: Budget, data_path: Path, entry: CatalogEntry,
+             seed: int) -> TrialPlan:
+    """The fixed part of every trial; sampled values are merged in per trial."""
+    method_cls = METHODS.get_or_raise(spec.method)
+    method_config = to_dict(from_dict(method_cls.Config, budget.method_overrides))
+    settings = to_dict(budget.train_settings(seed=seed))
+    return TrialPlan(spec.method, method_config, settings, str(data_path),
+                     data_info(entry, budget.image_size).__dict__, spec.train_splits,
+                     spec.eval_split, spec.metric)
+
+
+def validate_points(spec: StudySpec, plan: TrialPlan) -> None:
+    """Every starting point must build a valid config before Ray starts."""
+    method_cls = METHODS.get_or_raise(spec.method)
+    for point in spec.points_to_evaluate:
+        method = {k.split("/", 1)[1]: v for k, v in point.items() if k.startswith("method/")}
+        train = {k.split("/", 1)[1]: v for k, v in point.items() if k.startswith("train/")}
+        from_dict(method_cls.Config, {**plan.method_config, **method})
+        from_dict(TrainSettings, {**plan.settings, **train})
+
+
+def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = None,
+              tracking_uri: str | None = None, resume: bool = False, name: str | None = None,
+              data_dir: str | None = None, workers: int = 1, gpu: bool | None = None,
+              num_trials: int | None = None, seed: int = 0,
+              runs_dir: str | Path = "depthlab_runs") -> StudyOutcome:
+    """Run a whole study; every MLflow run ends FINISHED, FAILED or KILLED."""
+    started = time.time()
+    if budget not in spec.budgets:
+        raise ValueError(f"unknown budget {budget!r}; known: {sorted(spec.budgets)}")
+    chosen = spec.budgets[budget]
+    if num_trials is not None:
+        chosen = replace(chosen, num_trials=num_trials)
+    if workers < 1:
+        raise ValueError(f"--workers = {workers}: expected >= 1")
+    uri = tracking.resolve_uri(tracking_uri)
+    tracking.check_writable(uri)
+    entry = load_entry(spec.dataset)
+    plan = plan_for(spec, chosen, Path("."), entry, seed)  # validates configs: before Ray
+    validate_points(spec, plan)
+
+    data_path = prepare(entry, size=chosen.image_size, data_dir=data_dir,
+                        counts=chosen.data_counts or None)
+    plan = replace(plan, data_path=str(data_path))
+    runs_root = Path(runs_dir).resolve()
+    storage = _storage_dir(runs_root / "ray", name or f"{spec.name}-{budget}", resume)
+    baseline = _constant_baseline(data_path, plan, DataInfo(**plan.data))
+    study = _open_parent(spec, chosen, uri, runs_root, storage, resume, baseline, plan)
+    print(f"study {storage.name}: {chosen.num_trials} trials of {spec.method} on "
+          f"{spec.dataset} ({budget} budget: {chosen.steps} steps at "
+          f"{chosen.image_size[0]}x{chosen.image_size[1]}); MLflow parent run "
+          f"{study.parent_run_id}", flush=True)
+    if chosen.note:
+        print(f"note: {chosen.note}", flush=True)
+
+    status = "FAILED"
+    started_ray = False
+    try:
+        started_ray = _start_ray(address)
+        scaling = _resources(workers, gpu)
+        results = _tune(spec, chosen, plan, study, storage, scaling, resume, seed)
+        if len(results) < chosen.num_trials or any(r.metrics == {} and r.error is None
+                                                    for r in results):
+            status = "KILLED"  # Ctrl-C: Tune returns the partial results
+        else:
+            status = "FAILED" if results.num_errors == len(results) else "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print("interrupted: closing runs", flush=True)
+    finally:
+        closed = tracking.close_unfinished(uri, study, "KILLED")
+        if closed:
+            print(f"{closed} unfinished trial run(s) marked KILLED", flush=True)
+        tracking.end_run(uri, study.parent_run_id, status)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    board = leaderboard(uri, study, spec.metric, spec.mode)
+    scored = [r for r in board if r["value"] is not None and math.isfinite(r["value"])]
+    outcome = StudyOutcome(study, status, scored[0]["run_id"] if scored else None, board,
+                           time.time() - started, baseline)
+    print_summary(outcome, spec, chosen)
+    return outcome
+
+
+def _open_parent(spec, budget, uri, runs_root, storage, resume, baseline, plan):
+    state_file = storage / "depthlab_study.json"
+    if resume and state_file.exists():
+        return tracking.resume_study(uri, json.loads(state_file.read_text())["parent_run_id"])
+    study = tracking.start_study(
+        uri, spec.name, runs_root / "mlartifacts", storage.name,
+        {"budget": budget.name, "method": spec.method, "dataset": spec.dataset,
+         "metric": spec.metric, "num_trials": budget.num_trials,
+         "image_size": "x".join(map(str, budget.image_size)), "fixed": plan.method_config,
+         "train": plan.settings},
+        {"depthlab.study": spec.name, "depthlab.budget": budget.name})
+    tracking.log_run_metrics(study, baseline)
+    storage.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"parent_run_id": study.parent_run_id}))
+    return study
+
+
+def _tune(spec, budget, plan, study, storage, scaling, resume, seed):
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable = tune.with_resources(_trial_driver, {"cpu": 0, DRIVER_RESOURCE: 1})
+    if resume and tune.Tuner.can_restore(str(storage)):
+        tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        return tuner.fit()
+    search = OptunaSearch(spec.search_space, metric=spec.metric, mode=spec.mode,
+                          points_to_evaluate=spec.points_to_evaluate or None,
+                          sampler=TPESampler(seed=seed))
+    grace = max(budget.eval_every, int(budget.grace_fraction * budget.steps))
+    scheduler = ASHAScheduler(time_attr="step", max_t=budget.steps, grace_period=grace,
+                              reduction_factor=2)
+    fixed = {"plan": plan.__dict__, "study": study.__dict__, "scaling": scaling,
+             "storage": str(storage.parent)}
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"fixed": fixed},
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, metric=spec.metric,
+                                    mode=spec.mode, num_samples=budget.num_trials,
+                                    max_concurrent_trials=scaling["concurrent"]),
+        run_config=tune.RunConfig(
+            name=storage.name, storage_path=str(storage.parent), verbose=0,
+            callbacks=[_close_runs_callback(study.tracking_uri, budget.steps, study)]),
+    )
+    return tuner.fit()
+
+
+# ---------------------------------------------------------------- reporting
+
+SHOWN_PARAMS = ("method.critic", "method.generator", "method.reconstruction",
+                "method.critic_lr", "method.generator_lr", "method.rec_weight",
+                "method.batch_size", "train.grad_clip")
+
+
+def leaderboard(uri: str, study: tracking.StudyRun, metric: str, mode: str,
+                top: int | None = None) -> list[dict[str, Any]]:
+    """Child runs sorted by the study metric (runs without it last)."""
+    rows = []
+    for run in tracking.child_runs(uri, study):
+        value = run.data.metrics.get(metric)
+        rows.append({"run_id": run.info.run_id, "name": run.info.run_name,
+                     "status": run.info.status, "value": value,
+                     "params": {k: run.data.params.get(k) for k in SHOWN_PARAMS
+                                if k in run.data.params},
+                     "metrics": {k: v for k, v in run.data.metrics.items()
+                                 if k.startswith(("best/", "eval/"))},
+                     "tags": {k: v for k, v in run.data.tags.items()
+                              if k.startswith("depthlab.")}})
+    sign = 1 if mode == "min" else -1
+    rows.sort(key=lambda r: (r["value"] is None or not math.isfinite(r["value"]),
+                             sign * (r["value"] or 0)))
+    return rows[:top] if top else rows
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def print_summary(outcome: StudyOutcome, spec: StudySpec, budget: Budget, top: int = 10) -> None:
+    """The leaderboard, the best run, and how to open the MLflow UI."""
+    board = outcome.leaderboard[:top]
+    print(f"\n{spec.name} ({budget.name}): {outcome.status} in {outcome.wall_seconds:.0f} s, "
+          f"{len(outcome.leaderboard)} trial runs")
+    if board:
+        metric_keys = sorted({k for r in board for k in r["metrics"] if k.startswith("best/")})
+        param_keys = [k for k in SHOWN_PARAMS if any(k in r["params"] for r in board)]
+        header = ["#", "status"] + [k.split(".", 1)[1] for k in param_keys] + metric_keys
+        lines = [header]
+        for i, row in enumerate(board, 1):
+            state = row["status"] + ("*" if row["tags"].get("depthlab.stopped_early") == "true"
+                                     else "")
+            if row["tags"].get("depthlab.failure") == "diverged":
+                state = "DIVERGED"
+            lines.append([str(i), state] + [_short(row["params"].get(k)) for k in param_keys]
+                         + [_short(row["metrics"].get(k, "-")) for k in metric_keys])
+        widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+        for line in lines:
+            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+        print("(* = stopped early by ASHA)")
+    for key, value in outcome.baseline.items():
+        print(f"{key}: {value:.3f}  (a constant prediction of the training mean)")
+    if outcome.best_run_id:
+        print(f"best run: {outcome.best_run_id}")
+    command, link = tracking.ui_hint(outcome.study.tracking_uri, outcome.study.experiment_id)
+    print(f"open the runs: {command}\n  then {link}")
+
+
+def study_arguments(spec: StudySpec, argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags every study script takes."""
+    parser = argparse.ArgumentParser(
+        description=spec.description or f"{spec.method} on {spec.dataset}",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    budgets = "; ".join(f"{k}: {b.num_trials} trials x {b.steps} steps at "
+                        f"{b.image_size[0]}x{b.image_size[1]}" for k, b in spec.budgets.items())
+    parser.add_argument("--budget", choices=sorted(spec.budgets), default="default",
+                        help=f"study size ({budgets})")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI "
+                        "(default: sqlite:///mlflow.db in the working directory)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the latest interrupted study of this name")
+    parser.add_argument("--name", help="study folder name (default: <study>-<budget>)")
+    parser.add_argument("--data", help="data directory (default: $DEPTHLAB_DATA or "
+                        "~/.cache/depthlab)")
+    parser.add_argument("--trials", type=int, help="number of trials (default: the budget's)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="data-parallel Ray Train workers per trial")
+    parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
+                        help="use GPUs (default: when the cluster has them)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search and training")
+    return parser.parse_args(argv)
+
+
+def study_main(spec: StudySpec, argv: list[str] | None = None) -> int:
+    """Entry point of a study script; returns the process exit code."""
+    args = study_arguments(spec, argv)
+    try:
+        outcome = run_study(spec, args.budget, address=args.address,
+                            tracking_uri=args.tracking_uri, resume=args.resume, name=args.name,
+                            data_dir=args.data, workers=args.workers, gpu=args.gpu,
+                            num_trials=args.trials, seed=args.seed)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return {"FINISHED": 0, "KILLED": 130}.get(outcome.status, 1)

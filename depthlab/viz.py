@@ -1,0 +1,40 @@
+"""Depth panels for people: input | prediction | ground truth | error, with scale bars."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def depth_panel(images: np.ndarray, predictions: np.ndarray, truths: np.ndarray, unit: str,
+                path: str | Path, title: str = "") -> Path:
+    """Save a PNG with one row per sample; depth maps share one colour scale per row."""
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.8 * rows + 0.4), squeeze=False)
+    for row, (image, pred, truth) in enumerate(zip(images, predictions, truths, strict=True)):
+        lo, hi = float(np.nanmin(truth)), float(np.nanmax(truth))
+        error = np.abs(pred - truth)
+        axes[row, 0].imshow(np.clip(image, 0, 1))
+        shown = [(axes[row, 1], pred, "viridis", lo, hi, f"prediction ({unit})"),
+                 (axes[row, 2], truth, "viridis", lo, hi, f"ground truth ({unit})"),
+                 (axes[row, 3], error, "magma", 0, float(np.nanmax(error)), f"|error| ({unit})")]
+        for ax, data, cmap, vmin, vmax, label in shown:
+            im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            if row == 0:
+                ax.set_title(label)
+        if row == 0:
+            axes[row, 0].set_title("input")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
