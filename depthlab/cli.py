@@ -1,0 +1,104 @@
+"""The `depthlab` command: datasets and the MLflow UI (studies run from `studies/*.py`)."""
+
+import argparse
+import subprocess
+import sys
+
+from depthlab import tracking
+from depthlab.catalog import list_entries, load_entry
+from depthlab.data.shards import dataset_dir, prepare, read_manifest, verify
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected HxW, e.g. 64x64") from None
+    return height, width
+
+
+def data_list(args: argparse.Namespace) -> int:
+    """Print the catalog as a table."""
+    rows = [("name", "samples", "splits", "unit", "prepared")]
+    for entry in list_entries():
+        size = entry.default_size
+        prepared = (dataset_dir(entry, size, args.data) / "manifest.json").exists()
+        splits = ", ".join(entry.split_names)
+        rows.append((entry.name, str(sum(s.count for s in entry.splits)), splits,
+                     entry.display_unit, f"{size[0]}x{size[1]}" if prepared else "no"))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def data_prepare(args: argparse.Namespace) -> int:
+    """Materialise a dataset to Parquet shards (reused when already there)."""
+    path = prepare(load_entry(args.name), size=args.size, data_dir=args.data)
+    print(path)
+    return 0
+
+
+def data_verify(args: argparse.Namespace) -> int:
+    """Recheck a prepared dataset's checksums."""
+    entry = load_entry(args.name)
+    path = dataset_dir(entry, args.size or entry.default_size, args.data)
+    if not path.exists():
+        print(f"error: {entry.name} is not prepared at {path}; run `depthlab data prepare "
+              f"{entry.name}`", file=sys.stderr)
+        return 1
+    problems = verify(path)
+    for problem in problems:
+        print(f"problem: {problem}")
+    if not problems:
+        counts = {k: v["count"] for k, v in read_manifest(path)["splits"].items()}
+        print(f"ok: {path} {counts}")
+    return 1 if problems else 0
+
+
+def ui(args: argparse.Namespace) -> int:
+    """Start the MLflow UI on the local tracking store, bound to 127.0.0.1."""
+    uri = tracking.resolve_uri(args.tracking_uri)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (runs tables: …/#/experiments/<id>/runs)")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    return subprocess.call(command)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    top = argparse.ArgumentParser(
+        prog="depthlab", description="Hyperparameter studies of monocular depth estimation. "
+        "Run a study with `python studies/<study>.py --help`.")
+    commands = top.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("data", help="datasets of the catalog").add_subparsers(
+        dest="action", required=True)
+    for name, handler, text in [("list", data_list, "list the catalog"),
+                                ("prepare", data_prepare, "write a dataset's Parquet shards"),
+                                ("verify", data_verify, "recheck a prepared dataset")]:
+        sub = data.add_parser(name, help=text)
+        if name != "list":
+            sub.add_argument("name", help="catalog name, e.g. synthetic-surface")
+            sub.add_argument("--size", type=_size, help="HxW (default: the catalog's)")
+        sub.add_argument("--data", help="data directory (default: $DEPTHLAB_DATA or "
+                         "~/.cache/depthlab)")
+        sub.set_defaults(handler=handler)
+    show = commands.add_parser("ui", help="open the MLflow UI on the study runs")
+    show.add_argument("--tracking-uri", help="default: sqlite:///mlflow.db here")
+    show.add_argument("--port", type=int, default=5000)
+    show.set_defaults(handler=ui)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `depthlab` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Shared fixtures: every test that starts Ray or writes runs gets its own folders."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A fresh working directory, data directory and Ray token path (the user's stay untouched)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEPTHLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "ray_auth_token"))
+    yield tmp_path
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def run_script(script: str, *args: str, cwd: Path, timeout: float = 600,
+               wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    """Run a study script as a user would, in `cwd`, with the isolated environment."""
+    command = [sys.executable, str(REPO / script), *args]
+    env = dict(os.environ)
+    if wait:
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
