@@ -40,7 +40,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for corrupt files
-        raise ValueError(f"checkpoint {path} is corrupt or not a depthlab checkpoint: {error}") from error
+        message = f"checkpoint {path} is corrupt or not a depthlab checkpoint: {error}"
+        raise ValueError(message) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a depthlab checkpoint (format {FORMAT})")
     return payload

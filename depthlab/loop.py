@@ -91,8 +91,9 @@ def fit(method: Method, batches: Iterator[DepthBatch], run_eval: Callable[[], Ev
 
     `report(step, metrics, evaluation, improved)` receives train/… (means since the
     last report), eval/… and best/… metrics; `improved` says the evaluation metric
-    named by `primary` ("best/rmse_um" or "rmse_um") reached a new best (the moment to save the best checkpoint). A non-finite loss stops
-    training and reports `diverged = 1`.
+    named by `primary` ("best/rmse_um" or "rmse_um") reached a new best (the moment
+    to save the best checkpoint). A non-finite loss stops training and reports
+    `diverged = 1`.
     """
     primary_key = primary.split("/", 1)[-1]  # "best/rmse_um" → evaluation metric "rmse_um"
     best: dict[str, float] = {}

@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from depthlab.nn.losses import (critic_risk, gaussian_highpass, gradient_penalty, grayscale,
-                                psi, psi_distance)
+from depthlab.nn.losses import (
+    critic_risk,
+    gaussian_highpass,
+    gradient_penalty,
+    grayscale,
+    psi,
+    psi_distance,
+)
 
 
 def linear_critic(weight: float):
