@@ -60,6 +60,9 @@ REPO = Path(__file__).resolve().parents[1]
 STUDY_SCRIPT = REPO / "studies" / "wgan_surface.py"
 SEED = 0
 RAY_START = "Ray start (depthlab's _start_ray, 1 CPU)"
+IMPORT_KEY = "import depthlab.study (after torch)"
+RUN_KEY = "MLflow TrialRun (first client, run, params)"
+BEST_KEY = "_log_best, second call (checkpoint, depth panel, 2 artifacts, tags)"
 
 # Run in a fresh interpreter (like a Ray worker): imports, MLflow writes, one best-log.
 FRESH_PROCESS_PROBE = """
@@ -152,7 +155,7 @@ def _empty_loop(config: dict[str, Any]) -> None:
     """The floor's Train loop: one report, saying how many threads a 1-CPU worker gets."""
     import ray.train
 
-    ray.train.report({"threads": torch.get_num_threads(), "worker_pid": os.getpid()})
+    ray.train.report({"threads": torch.get_num_threads()})
 
 
 def _floor_driver(config: dict[str, Any]) -> None:
@@ -170,9 +173,8 @@ def _floor_driver(config: dict[str, Any]) -> None:
         run_config=ray.train.RunConfig(name=f"floor-{tune.get_context().get_trial_id()}",
                                        storage_path=config["storage"],
                                        callbacks=[TuneReportCallback()]))
-    result = trainer.fit()
-    tune.report({**(result.metrics or {}), "fit_s": time.time() - started,
-                 "driver_pid": os.getpid()})
+    trainer.fit()
+    tune.report({"fit_s": time.time() - started})
 
 
 def run_floor(trials: int, storage: Path) -> dict[str, Any]:
@@ -185,8 +187,10 @@ def run_floor(trials: int, storage: Path) -> dict[str, Any]:
         tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=1),
         run_config=tune.RunConfig(name="floor", storage_path=str(storage), verbose=0))
     results, wall = timed(tuner.fit)
-    return {"wall": wall, "trials": [r.metrics for r in results],
-            "errors": results.num_errors}
+    threads = {int(t) for r in results if r.metrics_dataframe is not None
+               for t in r.metrics_dataframe.get("threads", []) if t == t}  # skip NaN
+    return {"wall": wall, "fit_s": [r.metrics.get("fit_s", float("nan")) for r in results],
+            "threads": sorted(threads), "errors": results.num_errors}
 
 
 # ---------------------------------------------------------------- (b) depthlab
@@ -286,6 +290,18 @@ def print_trials(plain: list[dict], lab: list[dict]) -> None:
             print(f"  {text:<56} {p[key]:6.1f}  {d[key]:8.1f}  {d[key] - p[key]:+6.1f}")
 
 
+def print_estimate(plain: list[dict], side: dict[str, Any]) -> None:
+    """depthlab's own work per trial, from the side measurements (an estimate)."""
+    imports = side.get(IMPORT_KEY, float("nan"))
+    run = side.get(RUN_KEY, float("nan"))
+    best = side.get(BEST_KEY, float("nan"))
+    bests = sum(t["improved"] for t in plain) / len(plain)
+    print(f"estimate of depthlab's own work per trial: depthlab.study imported in 2 fresh "
+          f"processes (Tune actor, Train worker) 2 x {imports:.1f} + MLflow run {run:.1f} + "
+          f"{bests:.1f} new bests x _log_best {best:.1f} = {2 * imports + run + bests * best:.1f}"
+          f" s (plus one ray.train.report per evaluation)")
+
+
 def print_summary(args, plain, lab, floor, side) -> None:
     n = len(plain)
     plain_total = sum(t["total"] for t in plain)
@@ -303,13 +319,13 @@ def print_summary(args, plain, lab, floor, side) -> None:
     print(f"fixed cost per trial, (depthlab - plain) / N: {fixed:6.1f} s")
     print(f"  of it per trial (trial slot - plain trial):  {per_trial:6.1f} s")
     print(f"  of it per study / N (Ray start, setup, teardown): {fixed - per_trial:6.1f} s")
-    fits = ", ".join(f"{t.get('fit_s', float('nan')):.1f}" for t in floor["trials"])
-    threads = sorted({t.get("threads") for t in floor["trials"]})
+    fits = ", ".join(f"{s:.1f}" for s in floor["fit_s"])
     print(f"bare stack floor per trial: {floor_trial:6.1f} s  (Tune trial + empty "
-          f"TorchTrainer.fit; fit alone: {fits} s; worker torch threads {threads}"
+          f"TorchTrainer.fit; fit alone: {fits} s; worker torch threads {floor['threads']}"
           f"{'; ERRORS ' + str(floor['errors']) if floor['errors'] else ''})")
     print(f"depthlab beyond the floor: {fixed - floor_trial:6.1f} s per trial "
           f"({per_trial - floor_trial:.1f} s without the per-study share)")
+    print_estimate(plain, side)
     print("\nmeasured on the side, seconds:")
     for key, value in side.items():
         print(f"  {key:<66} {value:6.2f}" if isinstance(value, float) else f"  {key}: {value}")

@@ -1,6 +1,7 @@
 """Shared fixtures: every test that starts Ray or writes runs gets its own folders."""
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,10 @@ def isolated(tmp_path, monkeypatch):
     """A fresh working directory, data directory and Ray token path (the user's stay untouched)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DEPTHLAB_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "ray_auth_token"))
+    token = tmp_path / "ray_auth_token"  # token auth stays on, with the test's own token
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
     yield tmp_path
     import ray
 
