@@ -288,6 +288,8 @@ def print_trials(plain: list[dict], lab: list[dict]) -> None:
               f"run {d['status']}{early}{same}")
         for key, text in PHASES:
             print(f"  {text:<56} {p[key]:6.1f}  {d[key]:8.1f}  {d[key] - p[key]:+6.1f}")
+    print("(launch: from the previous run's end; trial 1 from the parent run's start, so it "
+          "includes the Tuner's setup)")
 
 
 def print_estimate(plain: list[dict], side: dict[str, Any]) -> None:

@@ -115,7 +115,9 @@ def test_bad_size_names_the_value(entry, data_dir, size):
 
 
 def test_prepare_layout_rows_and_units(prepared, data_dir, entry):
-    assert prepared == data_dir / "synthetic-surface" / "v1" / "32x32"
+    # test counts differ from the catalog's: the folder says so
+    expected = "32x32-eval6-train_depth12-train_rgb12"
+    assert prepared == data_dir / "synthetic-surface" / "v1" / expected
     assert shards.verify(prepared) == []
     manifest = shards.read_manifest(prepared)
     assert {k: v["count"] for k, v in manifest["splits"].items()} == COUNTS
@@ -140,13 +142,12 @@ def test_prepare_reuses_an_existing_build(prepared, entry):
     assert [f.stat().st_mtime_ns for f in files] == mtimes
 
 
-def test_other_counts_replace_the_build(prepared, entry):
+def test_other_counts_get_their_own_build(prepared, entry):
     smaller = dict(COUNTS, eval=4)
     path = shards.prepare(entry, size=SIZE, counts=smaller, progress=False)
-    assert path == prepared and shards.verify(path) == []
+    assert path != prepared and shards.verify(path) == []
     assert len(load_split(path, "eval")) == 4
-    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".32x32.")] \
-        == [".32x32.lock"]
+    assert len(load_split(prepared, "eval")) == 6  # the other budget's data is untouched
 
 
 def test_unpaired_train_splits_are_other_surfaces_than_eval(prepared):
@@ -192,9 +193,9 @@ def test_interrupted_prepare_leaves_nothing_and_a_rerun_succeeds(entry, data_dir
     monkeypatch.setitem(shards.GENERATORS, "synthetic-surface", failing)
     with pytest.raises(RuntimeError, match="interrupted"):
         shards.prepare(entry, size=SIZE, counts=COUNTS, progress=False)
-    target = shards.dataset_dir(entry, SIZE)
+    target = shards.dataset_dir(entry, SIZE, counts=COUNTS)
     assert not target.exists()
-    assert [p.name for p in target.parent.iterdir()] == [".32x32.lock"]
+    assert [p.name for p in target.parent.iterdir()] == [f".{target.name}.lock"]
 
     monkeypatch.setitem(shards.GENERATORS, "synthetic-surface", surface.generate)
     assert shards.prepare(entry, size=SIZE, counts=COUNTS, progress=False) == target

@@ -78,10 +78,17 @@ def check_size(size: tuple[int, int] | list[int]) -> tuple[int, int]:
 
 
 def dataset_dir(entry: CatalogEntry, size: tuple[int, int] | None = None,
-                data_dir: Path | str | None = None) -> Path:
+                data_dir: Path | str | None = None,
+                counts: Mapping[str, int] | None = None) -> Path:
+    """Where a build lives; builds with other sample counts get their own folder, so
+    studies of different budgets never replace each other's data."""
     h, w = check_size(size or entry.default_size)
     root = Path(data_dir) if data_dir is not None else data_root()
-    return root / entry.name / f"v{entry.version}" / f"{h}x{w}"
+    folder = f"{h}x{w}"
+    changed = {k: v for k, v in sorted((counts or {}).items()) if v != entry.split(k).count}
+    if changed:
+        folder += "-" + "-".join(f"{k}{v}" for k, v in changed.items())
+    return root / entry.name / f"v{entry.version}" / folder
 
 
 def read_manifest(path: Path | str) -> dict:
@@ -221,7 +228,7 @@ def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
     GENERATORS.get_or_raise(entry.generator)
     size = check_size(size or entry.default_size)
     splits = _planned_splits(entry, counts)
-    target = dataset_dir(entry, size, data_dir)
+    target = dataset_dir(entry, size, data_dir, counts)
     if _matches(target, entry, size, splits):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
