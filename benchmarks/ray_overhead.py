@@ -6,8 +6,8 @@ Measured in one process, on the same prepared data, trial by trial:
 1. plain: `depthlab.study.train_trial(plan, no-op report)` in this process with one
    torch thread (a Ray Train worker with 1 CPU gets one thread).
 2. depthlab: `run_study` on the same configurations (the first N of the study's
-   `points_to_evaluate`), one trial at a time (Ray started by depthlab's `_start_ray`
-   as if the machine had 1 CPU), with its own MLflow sqlite DB and runs folder.
+   `points_to_evaluate`), one trial at a time (`max_concurrent_trials=1`; Ray started
+   by depthlab's `_start_ray`), with its own MLflow sqlite DB and runs folder.
    ASHA's only rung is moved to the last step, so no trial stops early.
 3. floor: a Tune function trainable that fits a `TorchTrainer` whose loop only calls
    `ray.train.report` once, N times one after another, in the same Ray session.
@@ -37,7 +37,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 from mlflow.tracking import MlflowClient
@@ -59,7 +58,7 @@ from depthlab.study import (
 REPO = Path(__file__).resolve().parents[1]
 STUDY_SCRIPT = REPO / "studies" / "wgan_surface.py"
 SEED = 0
-RAY_START = "Ray start (depthlab's _start_ray, 1 CPU)"
+RAY_START = "Ray start (depthlab's _start_ray)"
 IMPORT_KEY = "import depthlab.study (after torch)"
 RUN_KEY = "MLflow TrialRun (first client, run, params)"
 BEST_KEY = "_log_best, second call (checkpoint, depth panel, 2 artifacts, tags)"
@@ -200,7 +199,8 @@ def run_depthlab(spec: StudySpec, budget: Budget, out: Path, data_dir: Path) -> 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     called = time.time()
     outcome = run_study(spec, budget.name, tracking_uri=uri, data_dir=str(data_dir),
-                        num_trials=budget.num_trials, seed=SEED, runs_dir=out / "runs")
+                        num_trials=budget.num_trials, seed=SEED, runs_dir=out / "runs",
+                        max_concurrent_trials=1)
     returned = time.time()
     client = MlflowClient(uri)
     parent = client.get_run(outcome.study.parent_run_id).info
@@ -225,14 +225,9 @@ def run_depthlab(spec: StudySpec, budget: Budget, out: Path, data_dir: Path) -> 
 
 # ---------------------------------------------------------------- one-off costs on the side
 
-def start_ray_one_cpu() -> float:
-    """depthlab's own `_start_ray`, sized to 1 CPU so run_study runs 1 trial at a time.
-
-    run_study has no concurrency keyword: it sizes `max_concurrent_trials` from
-    the cluster's CPUs, and reuses a Ray that is already running.
-    """
-    with mock.patch.object(os, "cpu_count", return_value=1):
-        started, seconds = timed(_start_ray, None)
+def start_ray() -> float:
+    """depthlab's own `_start_ray` (run_study reuses a Ray that is already running)."""
+    started, seconds = timed(_start_ray, None)
     if not started:
         raise SystemExit("Ray was already initialised in this process")
     return seconds
@@ -385,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    side[RAY_START] = start_ray_one_cpu()
+    side[RAY_START] = start_ray()
     try:
         print("(c) floor: empty TorchTrainer.fit inside Tune", flush=True)
         floor = run_floor(len(plans), args.out / "floor")

@@ -236,8 +236,9 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun):
     return CloseRuns()
 
 
-def _resources(workers: int, use_gpu: bool | None) -> dict[str, Any]:
-    """Per-worker CPUs/GPUs and how many trials fit at once on the running Ray cluster."""
+def _resources(workers: int, use_gpu: bool | None, limit: int | None = None) -> dict[str, Any]:
+    """Per-worker CPUs/GPUs and how many trials fit at once on the running Ray cluster
+    (at most `limit` when given)."""
     import ray
 
     total = ray.cluster_resources()
@@ -257,8 +258,9 @@ def _resources(workers: int, use_gpu: bool | None) -> dict[str, Any]:
     if drivers < 1:
         raise ValueError(f"the Ray cluster has no '{DRIVER_RESOURCE}' resource; start its head "
                          f"with --resources='{{\"{DRIVER_RESOURCE}\": 16}}'")
+    concurrent = min(concurrent, int(drivers), limit or concurrent)
     return {"workers": workers, "cpus_per_worker": per_worker_cpu,
-            "gpus_per_worker": 1 if gpu else 0, "concurrent": min(concurrent, int(drivers))}
+            "gpus_per_worker": 1 if gpu else 0, "concurrent": concurrent}
 
 
 def _start_ray(address: str | None) -> bool:
@@ -342,8 +344,13 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
               tracking_uri: str | None = None, resume: bool = False, name: str | None = None,
               data_dir: str | None = None, workers: int = 1, gpu: bool | None = None,
               num_trials: int | None = None, seed: int = 0,
-              runs_dir: str | Path = "depthlab_runs") -> StudyOutcome:
-    """Run a whole study; every MLflow run ends FINISHED, FAILED or KILLED."""
+              runs_dir: str | Path = "depthlab_runs",
+              max_concurrent_trials: int | None = None) -> StudyOutcome:
+    """Run a whole study; every MLflow run ends FINISHED, FAILED or KILLED.
+
+    Trials run as many at a time as the cluster's CPUs/GPUs allow, at most
+    `max_concurrent_trials` when given.
+    """
     started = time.time()
     if budget not in spec.budgets:
         raise ValueError(f"unknown budget {budget!r}; known: {sorted(spec.budgets)}")
@@ -352,6 +359,8 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
         chosen = replace(chosen, num_trials=num_trials)
     if workers < 1:
         raise ValueError(f"--workers = {workers}: expected >= 1")
+    if max_concurrent_trials is not None and max_concurrent_trials < 1:
+        raise ValueError(f"--concurrent = {max_concurrent_trials}: expected >= 1")
     uri = tracking.resolve_uri(tracking_uri)
     tracking.check_writable(uri)
     entry = load_entry(spec.dataset)
@@ -376,7 +385,7 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
     started_ray = False
     try:
         started_ray = _start_ray(address)
-        scaling = _resources(workers, gpu)
+        scaling = _resources(workers, gpu, max_concurrent_trials)
         results = _tune(spec, chosen, plan, study, storage, scaling, resume, seed)
         if len(results) < chosen.num_trials or any(r.metrics == {} and r.error is None
                                                     for r in results):
@@ -424,16 +433,17 @@ def _tune(spec, budget, plan, study, storage, scaling, resume, seed):
     from optuna.samplers import TPESampler
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from depthlab.search import StudySearch
 
     trainable = tune.with_resources(_trial_driver, {"cpu": 0, DRIVER_RESOURCE: 1})
     if resume and tune.Tuner.can_restore(str(storage)):
         tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
         return tuner.fit()
-    search = OptunaSearch(spec.search_space, metric=spec.metric, mode=spec.mode,
-                          points_to_evaluate=spec.points_to_evaluate or None,
-                          sampler=TPESampler(seed=seed))
+    search = StudySearch(spec.search_space, metric=spec.metric, mode=spec.mode,
+                         points_to_evaluate=spec.points_to_evaluate or None,
+                         sampler=TPESampler(seed=seed), max_steps=budget.steps)
     grace = max(budget.eval_every, int(budget.grace_fraction * budget.steps))
     scheduler = ASHAScheduler(time_attr="step", max_t=budget.steps, grace_period=grace,
                               reduction_factor=2)
@@ -539,6 +549,8 @@ def study_arguments(spec: StudySpec, argv: list[str] | None = None) -> argparse.
     parser.add_argument("--trials", type=int, help="number of trials (default: the budget's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="data-parallel Ray Train workers per trial")
+    parser.add_argument("--concurrent", type=int,
+                        help="most trials at once (default: as many as CPUs/GPUs allow)")
     parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
                         help="use GPUs (default: when the cluster has them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and training")
@@ -552,7 +564,8 @@ def study_main(spec: StudySpec, argv: list[str] | None = None) -> int:
         outcome = run_study(spec, args.budget, address=args.address,
                             tracking_uri=args.tracking_uri, resume=args.resume, name=args.name,
                             data_dir=args.data, workers=args.workers, gpu=args.gpu,
-                            num_trials=args.trials, seed=args.seed)
+                            num_trials=args.trials, seed=args.seed,
+                            max_concurrent_trials=args.concurrent)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -5,6 +5,9 @@ Shape (see RAY_NOTES): the driver creates the database, the experiment and
 the parent run before any trial starts; each trial creates its child run with
 explicit ids; the driver ends children, because code after a trial's last
 report may never run.
+
+mlflow is imported on first use: importing it costs ~1.7 s, and the Ray
+processes that only pass a StudyRun along (the Tune trial driver) never use it.
 """
 
 import math
@@ -16,12 +19,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import mlflow
-from mlflow.entities import Metric, RunStatus
-from mlflow.tracking import MlflowClient
-
 PARENT_TAG = "mlflow.parentRunId"
 FINAL_STATES = ("FINISHED", "FAILED", "KILLED")
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _metrics(values: dict[str, float], step: int) -> list:
+    """MLflow Metric entities stamped now; non-finite values are skipped (tags flag them)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in values.items()
+            if isinstance(v, int | float) and math.isfinite(v)]
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -93,8 +107,7 @@ def start_study(uri: str, experiment: str, artifact_root: Path, run_name: str,
                 params: dict[str, Any], tags: dict[str, str]) -> StudyRun:
     """Create (or reuse) the experiment and open the parent run, in the driver."""
     check_writable(uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    client = _client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         location = None
@@ -110,15 +123,12 @@ def start_study(uri: str, experiment: str, artifact_root: Path, run_name: str,
 
 def log_run_metrics(study: StudyRun, metrics: dict[str, float]) -> None:
     """Metrics of the parent run itself (e.g. the trivial predictor's scores)."""
-    client = MlflowClient(study.tracking_uri)
-    now = int(time.time() * 1000)
-    client.log_batch(study.parent_run_id, metrics=[Metric(k, float(v), now, 0)
-                                                   for k, v in metrics.items()])
+    _client(study.tracking_uri).log_batch(study.parent_run_id, metrics=_metrics(metrics, 0))
 
 
 def resume_study(uri: str, parent_run_id: str) -> StudyRun:
     """Reopen a parent run (study --resume)."""
-    client = MlflowClient(uri)
+    client = _client(uri)
     run = client.get_run(parent_run_id)
     client.update_run(parent_run_id, status="RUNNING")
     return StudyRun(uri, run.info.experiment_id, parent_run_id)
@@ -135,7 +145,7 @@ class TrialRun:
 
     def __init__(self, study: StudyRun, name: str, params: dict[str, Any],
                  tags: dict[str, str] | None = None):
-        self.client = MlflowClient(study.tracking_uri)
+        self.client = _client(study.tracking_uri)
         run = self.client.create_run(
             study.experiment_id, run_name=name,
             tags={PARENT_TAG: study.parent_run_id, **(tags or {})})
@@ -144,9 +154,7 @@ class TrialRun:
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """One batched write; non-finite values are skipped (they are flagged by tags)."""
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, int | float) and math.isfinite(v)]
+        batch = _metrics(metrics, step)
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 
@@ -165,7 +173,7 @@ def end_run(uri: str, run_id: str, status: str, tags: dict[str, str] | None = No
     """Close a run in a final state (FINISHED, FAILED or KILLED), with optional tags."""
     if status not in FINAL_STATES:
         raise ValueError(f"run status {status!r}: expected one of {FINAL_STATES}")
-    client = MlflowClient(uri)
+    client = _client(uri)
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, value)
     client.set_terminated(run_id, status=status)
@@ -173,7 +181,7 @@ def end_run(uri: str, run_id: str, status: str, tags: dict[str, str] | None = No
 
 def child_runs(uri: str, study: StudyRun) -> list:
     """Every child run of the study's parent run."""
-    return MlflowClient(uri).search_runs(
+    return _client(uri).search_runs(
         [study.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{study.parent_run_id}'",
         max_results=10_000)
 
@@ -182,7 +190,7 @@ def close_unfinished(uri: str, study: StudyRun, status: str = "KILLED") -> int:
     """End every child still RUNNING (a trial killed mid-way); returns how many."""
     closed = 0
     for run in child_runs(uri, study):
-        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+        if run.info.status == "RUNNING":
             end_run(uri, run.info.run_id, status, {"depthlab.end": "closed by the study driver"})
             closed += 1
     return closed

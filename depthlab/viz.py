@@ -2,18 +2,18 @@
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def depth_panel(images: np.ndarray, predictions: np.ndarray, truths: np.ndarray, unit: str,
                 path: str | Path, title: str = "") -> Path:
     """Save a PNG with one row per sample; depth maps share one colour scale per row."""
+    # A bare Figure (no pyplot): no GUI backend, nothing global, imported only when drawing.
+    from matplotlib.figure import Figure
+
     rows = len(images)
-    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.8 * rows + 0.4), squeeze=False)
+    fig = Figure(figsize=(12, 2.8 * rows + 0.4))
+    axes = fig.subplots(rows, 4, squeeze=False)
     for row, (image, pred, truth) in enumerate(zip(images, predictions, truths, strict=True)):
         lo, hi = float(np.nanmin(truth)), float(np.nanmax(truth))
         error = np.abs(pred - truth)
@@ -33,8 +33,8 @@ def depth_panel(images: np.ndarray, predictions: np.ndarray, truths: np.ndarray,
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.95, bottom=0.02, top=0.9 if title else 0.95,
+                        wspace=0.25, hspace=0.15)
     path = Path(path)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path

@@ -46,7 +46,7 @@ def test_smoke_study_logs_a_parent_and_finished_children(isolated):
     assert "/#/experiments/" in done.stdout and "mlflow ui --backend-store-uri" in done.stdout
 
 
-def test_ctrl_c_leaves_no_run_running(isolated):
+def test_ctrl_c_leaves_no_run_running_and_resume_finishes_the_study(isolated):
     study = run_script(SCRIPT, "--budget", "smoke", "--trials", "6", cwd=isolated, wait=False)
     deadline = time.time() + 240
     try:
@@ -67,3 +67,13 @@ def test_ctrl_c_leaves_no_run_running(isolated):
     _, parents, children = _runs(isolated)
     assert parents[0].info.status == "KILLED"
     assert children and all(c.info.status in ("FINISHED", "FAILED", "KILLED") for c in children)
+
+    # --resume continues the same study: same parent run, every trial finished once
+    done = run_script(SCRIPT, "--budget", "smoke", "--trials", "6", "--resume", cwd=isolated)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, parents_after, children = _runs(isolated)
+    assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]
+    assert parents_after[0].info.status == "FINISHED"
+    finished = {c.data.tags["depthlab.trial_id"] for c in children
+                if c.info.status == "FINISHED"}
+    assert len(finished) == 6, sorted(finished)
