@@ -3,6 +3,12 @@
 The catalog directory is the repository's `data_catalog/`, or `$DEPTHLAB_CATALOG`.
 Depth ranges are written in the file's unit; the entry converts to metres,
 the canonical in-memory unit (float32 metres, NaN = invalid).
+
+A source is either a generator (procedural, needs nothing) or files read by a
+reader (`depthlab.data.readers`) from a folder: `--source PATH`, else the
+environment variable named by `source.env`, else `source.path` (relative to
+the descriptor's folder). Readers decode their files' unit to metres; the
+descriptor's `depth.unit` then documents the files and the unit of `range`.
 """
 
 import math
@@ -24,8 +30,18 @@ class SplitSpec:
 
     name: str
     modality: str  # "rgb", "depth" or "paired"
-    count: int
+    count: int  # generator: samples to make; files: at most this many, in key order (0 = all)
     seed_offset: int = 0  # generator seeds are seed_offset + index
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How a paper evaluates on this dataset: valid depth range and an optional crop."""
+
+    min_depth: float | None = None  # in depth.unit
+    max_depth: float | None = None  # the cap (NYU 10 m, Make3D C1 70 m)
+    crop: tuple[int, int, int, int] | None = None  # top, bottom, left, right (half-open)
+    crop_frame: tuple[int, int] | None = None  # (H, W) the crop's pixels refer to
 
 
 @dataclass(frozen=True)
@@ -42,11 +58,13 @@ class CatalogEntry:
     display_unit: str
     invalid: float | None  # source value marking invalid depth; None: all valid
     splits: tuple[SplitSpec, ...]
-    default_size: tuple[int, int]  # (H, W)
+    default_size: tuple[int, int] | None  # (H, W); None: files keep their own size
     generator: str | None = None  # procedural source, or
     source_path: str | None = None  # files on disk, read by
     reader: str | None = None
+    source_env: str | None = None  # environment variable that overrides source_path
     intrinsics: tuple[float, ...] | None = None  # 3×3 row-major, pixels
+    evaluation: EvalProtocol = EvalProtocol()
     path: Path | None = None  # the descriptor file
 
     @property
@@ -67,6 +85,27 @@ class CatalogEntry:
     @property
     def split_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.splits)
+
+    def source_root(self, override: str | Path | None = None) -> Path:
+        """The folder a file dataset is read from: override, else $source_env, else path."""
+        if self.generator is not None:
+            raise ValueError(f"dataset {self.name!r} is generated ({self.generator}); "
+                             "it has no source folder")
+        env = os.environ.get(self.source_env) if self.source_env else None
+        chosen = override or env or self.source_path
+        how = ("--source" if override else f"${self.source_env}" if env
+               else f"source.path in {self.path}")
+        if chosen is None:
+            raise ValueError(f"dataset {self.name!r} needs its files: pass --source PATH"
+                             + (f" or set ${self.source_env}" if self.source_env else ""))
+        root = Path(chosen).expanduser()
+        if not root.is_absolute() and not override and not env and self.path is not None:
+            root = self.path.parent / root
+        if not root.exists():
+            hint = f" or set ${self.source_env}" if self.source_env else ""
+            raise FileNotFoundError(f"dataset {self.name!r}: source {root} (from {how}) does "
+                                    f"not exist; pass --source PATH{hint}")
+        return root.resolve()
 
     def split(self, name: str) -> SplitSpec:
         for s in self.splits:
@@ -147,6 +186,28 @@ def _number_list(f: _Fields, key: str, n: int, kind: type | tuple[type, ...],
     return tuple(value)
 
 
+def _evaluation(top: _Fields) -> EvalProtocol:
+    """The optional [evaluation] table: min_depth, max_depth, crop + crop_frame."""
+    table = top.table_of("evaluation", required=False)
+    if table is None:
+        return EvalProtocol()
+    lo = table.get("min_depth", (int, float), "a number", required=False)
+    hi = table.get("max_depth", (int, float), "a number", required=False)
+    if lo is not None and hi is not None and not lo < hi:
+        raise table.fail("max_depth", f"greater than min_depth {lo}")
+    crop = _number_list(table, "crop", 4, int, "[top, bottom, left, right] pixels",
+                        required=False)
+    frame = _number_list(table, "crop_frame", 2, int, "[H, W] of the frame the crop is in",
+                         required=crop is not None)
+    if crop is not None and not (0 <= crop[0] < crop[1] <= frame[0]
+                                 and 0 <= crop[2] < crop[3] <= frame[1]):
+        raise table.fail("crop", f"inside crop_frame {list(frame)} with top < bottom, "
+                         "left < right")
+    table.done()
+    return EvalProtocol(None if lo is None else float(lo), None if hi is None else float(hi),
+                        crop, frame)
+
+
 def _parse(path: Path) -> CatalogEntry:
     try:
         with open(path, "rb") as fh:
@@ -160,19 +221,23 @@ def _parse(path: Path) -> CatalogEntry:
     version = str(top.get("version", (str, int), "a string or integer"))
     if not _SAFE.fullmatch(version):
         raise top.fail("version", "letters, digits, '.', '_' or '-' (it names a directory)")
-    size = _number_list(top, "default_size", 2, int, "[H, W] with positive integers")
-    if min(size) <= 0:
-        raise top.fail("default_size", "[H, W] with positive integers")
-    intrinsics = _number_list(top, "intrinsics", 9, (int, float),
-                              "9 numbers (3×3 row-major)", required=False)
-
     source = top.table_of("source")
     generator = source.get("generator", str, "a string", required=False)
     source_path = source.get("path", str, "a string", required=False)
+    source_env = source.get("env", str, "an environment variable name", required=False)
     reader = source.get("reader", str, "a string", required=False)
-    if (generator is None) == (source_path is None):
-        raise source.fail("generator", "set, or else 'source.path' (exactly one of them)")
+    if (generator is None) == (reader is None):
+        raise source.fail("generator", "set, or else 'source.reader' (exactly one of them)")
+    if generator is not None and (source_path or source_env):
+        raise source.fail("path", "absent for a generated dataset")
     source.done()
+
+    size = _number_list(top, "default_size", 2, int, "[H, W] with positive integers",
+                        required=generator is not None)
+    if size is not None and min(size) <= 0:
+        raise top.fail("default_size", "[H, W] with positive integers")
+    intrinsics = _number_list(top, "intrinsics", 9, (int, float),
+                              "9 numbers (3×3 row-major)", required=False)
 
     depth = top.table_of("depth")
     units = "one of " + ", ".join(repr(u) for u in UNITS)
@@ -201,8 +266,8 @@ def _parse(path: Path) -> CatalogEntry:
         modality = s.get("modality", str, "one of " + ", ".join(MODALITIES))
         if modality not in MODALITIES:
             raise s.fail("modality", "one of " + ", ".join(MODALITIES))
-        count = s.get("count", int, "a positive integer")
-        if count <= 0:
+        count = s.get("count", int, "a positive integer", required=generator is not None) or 0
+        if count < 0 or (generator is not None and count == 0):
             raise s.fail("count", "a positive integer")
         offset = s.get("seed_offset", int, "a non-negative integer", required=False) or 0
         if offset < 0:
@@ -218,8 +283,10 @@ def _parse(path: Path) -> CatalogEntry:
         citation=top.get("citation", str, "a string"),
         licence=top.get("licence", str, "a string"),
         depth_unit=unit, depth_range=(float(lo), float(hi)), display_unit=display_unit,
-        invalid=invalid, splits=tuple(splits), default_size=(size[0], size[1]),
-        generator=generator, source_path=source_path, reader=reader,
+        invalid=invalid, splits=tuple(splits),
+        default_size=None if size is None else (size[0], size[1]),
+        generator=generator, source_path=source_path, reader=reader, source_env=source_env,
+        evaluation=_evaluation(top),
         intrinsics=None if intrinsics is None else tuple(float(v) for v in intrinsics),
         path=path,
     )

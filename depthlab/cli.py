@@ -19,13 +19,18 @@ def _size(text: str) -> tuple[int, int]:
 
 def data_list(args: argparse.Namespace) -> int:
     """Print the catalog as a table."""
-    rows = [("name", "samples", "splits", "unit", "prepared")]
+    rows = [("name", "samples", "splits", "unit", "source", "prepared")]
     for entry in list_entries():
         size = entry.default_size
         prepared = (dataset_dir(entry, size, args.data) / "manifest.json").exists()
+        shown = "native" if size is None else f"{size[0]}x{size[1]}"
         splits = ", ".join(entry.split_names)
-        rows.append((entry.name, str(sum(s.count for s in entry.splits)), splits,
-                     entry.display_unit, f"{size[0]}x{size[1]}" if prepared else "no"))
+        samples = str(sum(s.count for s in entry.splits) or "?")
+        source = (f"generator {entry.generator}" if entry.generator
+                  else f"files: {entry.reader}" + (f" (${entry.source_env})"
+                                                   if entry.source_env else ""))
+        rows.append((entry.name, samples, splits, entry.display_unit, source,
+                     shown if prepared else "no"))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
@@ -34,7 +39,8 @@ def data_list(args: argparse.Namespace) -> int:
 
 def data_prepare(args: argparse.Namespace) -> int:
     """Materialise a dataset to Parquet shards (reused when already there)."""
-    path = prepare(load_entry(args.name), size=args.size, data_dir=args.data)
+    path = prepare(load_entry(args.name), size=args.size, data_dir=args.data,
+                   source=args.source)
     print(path)
     return 0
 
@@ -79,7 +85,11 @@ def parser() -> argparse.ArgumentParser:
         sub = data.add_parser(name, help=text)
         if name != "list":
             sub.add_argument("name", help="catalog name, e.g. synthetic-surface")
-            sub.add_argument("--size", type=_size, help="HxW (default: the catalog's)")
+            sub.add_argument("--size", type=_size, help="HxW, multiples of 32 (default: the "
+                             "catalog's; file datasets without one keep each file's size)")
+        if name == "prepare":
+            sub.add_argument("--source", help="folder of a file dataset (default: its "
+                             "environment variable or the catalog's path)")
         sub.add_argument("--data", help="data directory (default: $DEPTHLAB_DATA or "
                          "~/.cache/depthlab)")
         sub.set_defaults(handler=handler)
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -80,10 +80,17 @@ class Budget:
     data_counts: dict[str, int] = field(default_factory=dict)  # per split; empty = catalog's
     grace_fraction: float = 0.25  # ASHA's first rung, as a fraction of steps
     note: str = ""
+    # The study's metric for this budget, when it differs from the paper's (short runs).
+    metric: str | None = None
+    mode: str | None = None
 
     def __post_init__(self) -> None:
         require_positive(f"Budget[{self.name}]", steps=self.steps, eval_every=self.eval_every,
                          eval_samples=self.eval_samples, num_trials=self.num_trials)
+        require((self.metric is None) == (self.mode is None), f"Budget[{self.name}]", "mode",
+                self.mode, "set together with metric")
+        require(self.mode in (None, "min", "max"), f"Budget[{self.name}]", "mode", self.mode,
+                "'min' or 'max'")
 
     def train_settings(self, **overrides: Any) -> TrainSettings:
         """The loop settings this budget implies."""

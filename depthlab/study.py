@@ -357,6 +357,8 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
     chosen = spec.budgets[budget]
     if num_trials is not None:
         chosen = replace(chosen, num_trials=num_trials)
+    if chosen.metric:
+        spec = replace(spec, metric=chosen.metric, mode=chosen.mode)
     if workers < 1:
         raise ValueError(f"--workers = {workers}: expected >= 1")
     if max_concurrent_trials is not None and max_concurrent_trials < 1:

@@ -43,6 +43,11 @@ def load_split(path: Path | str, split: str) -> SplitArrays:
                 images.append(np.asarray(Image.open(io.BytesIO(row["rgb"])).convert("RGB")))
             if row["depth"] is not None:
                 depths.append(np.frombuffer(row["depth"], dtype="<f4").reshape(h, w))
+    sizes = sorted({a.shape[:2] for a in images + depths})
+    if len(sizes) > 1:
+        raise ValueError(f"{path}: split {split!r} holds samples of {len(sizes)} sizes "
+                         f"({', '.join(f'{h}x{w}' for h, w in sizes[:4])}...); training needs "
+                         "one: prepare the dataset with --size HxW")
     for name, got in (("rgb", images), ("depth", depths)):
         if got and len(got) != len(ids):
             raise ValueError(f"{path}: split {split!r} has {name} in {len(got)} of "

@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from depthlab.catalog import CatalogEntry, SplitSpec, load_entry
-from depthlab.data import surface
+from depthlab.data import rooms, surface
+from depthlab.data.readers import READERS, Sample
 from depthlab.registry import Registry
 
 SCHEMA_VERSION = 1
@@ -56,6 +57,7 @@ SCHEMA = pa.schema([
 # name → fn(seed, (H, W)) -> (rgb (H, W, 3) uint8, depth (H, W) in the descriptor's unit)
 GENERATORS = Registry("generator")
 GENERATORS.register("synthetic-surface")(surface.generate)
+GENERATORS.register("synthetic-rooms")(rooms.generate)
 
 
 def data_root() -> Path:
@@ -77,14 +79,20 @@ def check_size(size: tuple[int, int] | list[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _build_size(entry: CatalogEntry, size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The size samples are stored at: given, else the entry's default; None = native."""
+    size = size or entry.default_size
+    return None if size is None else check_size(size)
+
+
 def dataset_dir(entry: CatalogEntry, size: tuple[int, int] | None = None,
                 data_dir: Path | str | None = None,
                 counts: Mapping[str, int] | None = None) -> Path:
     """Where a build lives; builds with other sample counts get their own folder, so
     studies of different budgets never replace each other's data."""
-    h, w = check_size(size or entry.default_size)
+    size = _build_size(entry, size)
     root = Path(data_dir) if data_dir is not None else data_root()
-    folder = f"{h}x{w}"
+    folder = "native" if size is None else f"{size[0]}x{size[1]}"
     changed = {k: v for k, v in sorted((counts or {}).items()) if v != entry.split(k).count}
     if changed:
         folder += "-" + "-".join(f"{k}{v}" for k, v in changed.items())
@@ -115,20 +123,20 @@ def _planned_splits(entry: CatalogEntry, counts: Mapping[str, int] | None
     return tuple(replace(s, count=counts.get(s.name, s.count)) for s in entry.splits)
 
 
-def _matches(path: Path, entry: CatalogEntry, size: tuple[int, int],
-             splits: tuple[SplitSpec, ...]) -> bool:
+def _matches(path: Path, entry: CatalogEntry, size: tuple[int, int] | None,
+             splits: tuple[SplitSpec, ...], source: str | None) -> bool:
     """True when a finished dataset with this content is at `path` (no checksumming)."""
     try:
         m = read_manifest(path)
     except (OSError, ValueError):
         return False
-    want = {s.name: {"modality": s.modality, "count": s.count, "seed_offset": s.seed_offset}
+    want = {s.name: {"modality": s.modality, "requested": s.count, "seed_offset": s.seed_offset}
             for s in splits}
-    have = {k: {f: v.get(f) for f in ("modality", "count", "seed_offset")}
-            for k, v in m.get("splits", {}).items()}
+    have = {k: {"modality": v.get("modality"), "requested": v.get("requested", v.get("count")),
+                "seed_offset": v.get("seed_offset")} for k, v in m.get("splits", {}).items()}
     return (m.get("schema_version") == SCHEMA_VERSION and m.get("dataset") == entry.name
-            and m.get("version") == entry.version and [m.get("height"), m.get("width")]
-            == list(size) and have == want
+            and m.get("version") == entry.version and m.get("source") == source
+            and [m.get("height"), m.get("width")] == list(size or (None, None)) and have == want
             and all((path / s["file"]).is_file()
                     for v in m["splits"].values() for s in v["shards"]))
 
@@ -162,49 +170,128 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _row(entry: CatalogEntry, spec: SplitSpec, index: int, size: tuple[int, int]) -> dict:
-    seed = spec.seed_offset + index
-    rgb, depth = GENERATORS.get_or_raise(entry.generator)(seed, size)
-    if rgb.shape != (*size, 3) or rgb.dtype != np.uint8 or depth.shape != size:
-        raise ValueError(f"generator {entry.generator!r} returned rgb {rgb.shape} {rgb.dtype}, "
-                         f"depth {depth.shape}; expected {(*size, 3)} uint8 and {size}")
+def _encode(spec: SplitSpec, sample_id: str, rgb: np.ndarray | None,
+            metres: np.ndarray | None, intrinsics, source: str) -> dict:
+    """One Parquet row; keeps only the modalities the split holds."""
     rgb_bytes = _png(rgb) if spec.modality in ("rgb", "paired") else None
-    depth_bytes = None
-    if spec.modality in ("depth", "paired"):
+    depth_bytes = (metres.astype("<f4").tobytes() if spec.modality in ("depth", "paired")
+                   else None)
+    h, w = (rgb if rgb is not None else metres).shape[:2]
+    return {"id": sample_id, "split": spec.name, "rgb": rgb_bytes, "depth": depth_bytes,
+            "height": h, "width": w,
+            "intrinsics": None if intrinsics is None else [float(v) for v in intrinsics],
+            "source": source, "checksum": row_checksum(rgb_bytes, depth_bytes)}
+
+
+def _generated_rows(entry: CatalogEntry, spec: SplitSpec,
+                    size: tuple[int, int]) -> Iterator[dict]:
+    intrinsics = (None if entry.intrinsics is None  # the descriptor's are for default_size
+                  else scale_intrinsics(entry.intrinsics, entry.default_size, size))
+    for index in range(spec.count):
+        seed = spec.seed_offset + index
+        rgb, depth = GENERATORS.get_or_raise(entry.generator)(seed, size)
+        if rgb.shape != (*size, 3) or rgb.dtype != np.uint8 or depth.shape != size:
+            raise ValueError(f"generator {entry.generator!r} returned rgb {rgb.shape} "
+                             f"{rgb.dtype}, depth {depth.shape}; expected {(*size, 3)} uint8 "
+                             f"and {size}")
         metres = depth.astype(np.float64) * entry.unit_to_metres
         if entry.invalid is not None and not np.isnan(entry.invalid):
             metres[depth == entry.invalid] = np.nan
-        depth_bytes = metres.astype("<f4").tobytes()
-    return {
-        "id": f"{spec.name}-{index:05d}", "split": spec.name,
-        "rgb": rgb_bytes, "depth": depth_bytes, "height": size[0], "width": size[1],
-        "intrinsics": None if entry.intrinsics is None else list(entry.intrinsics),
-        "source": f"{entry.generator} seed={seed}",
-        "checksum": row_checksum(rgb_bytes, depth_bytes),
-    }
+        yield _encode(spec, f"{spec.name}-{index:05d}", rgb, metres, intrinsics,
+                      f"{entry.generator} seed={seed}")
 
 
-def _build(entry: CatalogEntry, size: tuple[int, int], splits: tuple[SplitSpec, ...],
-           out: Path, progress: bool) -> None:
+def resize_sample(sample: Sample, size: tuple[int, int]) -> Sample:
+    """RGB resampled (bilinear, antialiased), depth by nearest neighbour so that invalid
+    pixels stay invalid and no depth is invented at edges; intrinsics scaled to match."""
+    h, w = (sample.rgb if sample.rgb is not None else sample.depth).shape[:2]
+    if (h, w) == tuple(size):
+        return sample
+    rgb = depth = intrinsics = None
+    if sample.rgb is not None:
+        rgb = np.asarray(Image.fromarray(sample.rgb).resize(
+            (size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    if sample.depth is not None:
+        rows = ((np.arange(size[0]) + 0.5) * h / size[0]).astype(int)
+        cols = ((np.arange(size[1]) + 0.5) * w / size[1]).astype(int)
+        depth = sample.depth[rows[:, None], cols[None, :]]
+    if sample.intrinsics is not None:
+        intrinsics = scale_intrinsics(sample.intrinsics, (h, w), size)
+    return replace(sample, rgb=rgb, depth=depth, intrinsics=intrinsics)
+
+
+def scale_intrinsics(k: tuple[float, ...], from_size: tuple[int, int],
+                     to_size: tuple[int, int]) -> tuple[float, ...]:
+    """A 3×3 row-major camera matrix for the same view resampled from (H, W) to (H', W')."""
+    m = np.array(k, dtype=np.float64).reshape(3, 3)
+    sx, sy = to_size[1] / from_size[1], to_size[0] / from_size[0]
+    m[0, 0], m[0, 2] = m[0, 0] * sx, (m[0, 2] + 0.5) * sx - 0.5  # about pixel centres
+    m[1, 1], m[1, 2] = m[1, 1] * sy, (m[1, 2] + 0.5) * sy - 0.5
+    return tuple(float(v) for v in m.ravel())
+
+
+def _file_rows(entry: CatalogEntry, spec: SplitSpec, size: tuple[int, int] | None,
+               root: Path, skipped: list[str]) -> Iterator[dict]:
+    """Rows of a file split; all-invalid depth maps are skipped and noted in `skipped`."""
+    reader = READERS.get_or_raise(entry.reader)
+    keys = reader.index(root, spec.name)
+    if not keys:
+        raise ValueError(f"dataset {entry.name!r}: split {spec.name!r} is empty in {root}")
+    for key in keys[: spec.count or None]:
+        sample = reader.read(root, key)
+        if spec.modality in ("rgb", "paired") and sample.rgb is None or (
+                spec.modality in ("depth", "paired") and sample.depth is None):
+            raise ValueError(f"{root}: sample {key!r} ({sample.source}) lacks what split "
+                             f"{spec.name!r} holds ({spec.modality})")
+        if sample.depth is not None and sample.valid_fraction == 0.0:
+            skipped.append(sample.source)
+            continue
+        if size is not None:
+            sample = resize_sample(sample, size)
+        yield _encode(spec, key, sample.rgb, sample.depth, sample.intrinsics, sample.source)
+
+
+def _chunks(rows: Iterator[dict], n: int) -> Iterator[list[dict]]:
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _build(entry: CatalogEntry, size: tuple[int, int] | None, splits: tuple[SplitSpec, ...],
+           out: Path, progress: bool, root: Path | None) -> None:
     manifest_splits = {}
+    shown = "native size" if size is None else f"{size[0]}x{size[1]}"
     for spec in splits:
-        start_time, shards = time.perf_counter(), []
-        for k, start in enumerate(range(0, spec.count, SHARD_ROWS)):
-            rows = [_row(entry, spec, i, size)
-                    for i in range(start, min(start + SHARD_ROWS, spec.count))]
+        start_time, shards, skipped = time.perf_counter(), [], []
+        rows = (_generated_rows(entry, spec, size) if root is None
+                else _file_rows(entry, spec, size, root, skipped))
+        for k, chunk in enumerate(_chunks(rows, SHARD_ROWS)):
             name = f"{spec.name}-{k:05d}.parquet"
-            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out / name,
+            pq.write_table(pa.Table.from_pylist(chunk, schema=SCHEMA), out / name,
                            compression="zstd")
-            shards.append({"file": name, "rows": len(rows), "sha256": _sha256_file(out / name)})
-        manifest_splits[spec.name] = {"modality": spec.modality, "count": spec.count,
-                                      "seed_offset": spec.seed_offset, "shards": shards}
+            shards.append({"file": name, "rows": len(chunk), "sha256": _sha256_file(out / name)})
+        count = sum(s["rows"] for s in shards)
+        if count == 0:
+            raise ValueError(f"dataset {entry.name!r}: split {spec.name!r} has no sample with "
+                             f"valid depth ({len(skipped)} all-invalid skipped)")
+        manifest_splits[spec.name] = {"modality": spec.modality, "count": count,
+                                      "requested": spec.count, "seed_offset": spec.seed_offset,
+                                      "skipped_all_invalid": skipped, "shards": shards}
         if progress:
-            print(f"depthlab: {entry.name} v{entry.version} {size[0]}x{size[1]} {spec.name}: "
-                  f"{spec.count} {spec.modality} samples in "
-                  f"{time.perf_counter() - start_time:.1f} s", file=sys.stderr, flush=True)
+            note = f", {len(skipped)} all-invalid depth maps skipped" if skipped else ""
+            print(f"depthlab: {entry.name} v{entry.version} {shown} {spec.name}: "
+                  f"{count} {spec.modality} samples in "
+                  f"{time.perf_counter() - start_time:.1f} s{note}", file=sys.stderr, flush=True)
     manifest = {
         "schema_version": SCHEMA_VERSION, "dataset": entry.name, "version": entry.version,
-        "generator": entry.generator, "height": size[0], "width": size[1],
+        "generator": entry.generator, "reader": entry.reader,
+        "source": None if root is None else str(root),
+        "height": None if size is None else size[0], "width": None if size is None else size[1],
         "depth_unit": "m", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "splits": manifest_splits,
     }
@@ -213,27 +300,33 @@ def _build(entry: CatalogEntry, size: tuple[int, int], splits: tuple[SplitSpec, 
 
 def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
             data_dir: Path | str | None = None, progress: bool = True,
-            counts: Mapping[str, int] | None = None) -> Path:
+            counts: Mapping[str, int] | None = None, source: str | Path | None = None) -> Path:
     """Build the dataset's shards unless an identical build exists; return its directory.
 
-    `size` is (H, W), default the entry's `default_size`; `counts` overrides
-    some splits' sample counts (small test sets). A dataset built with other
-    counts at the same path is replaced.
+    `size` is (H, W), default the entry's `default_size` (file datasets without
+    one keep each file's size); `counts` overrides some splits' sample counts
+    (small test sets; for files: the first N keys); `source` is a file
+    dataset's folder (default: its descriptor's env variable or path). A
+    dataset built with other counts or another source at the same path is
+    replaced.
     """
     if isinstance(entry, str):
         entry = load_entry(entry)
-    if entry.generator is None:
-        raise ValueError(f"dataset {entry.name!r} reads files ({entry.source_path}); "
-                         f"prepare supports generator sources only so far")
-    GENERATORS.get_or_raise(entry.generator)
-    size = check_size(size or entry.default_size)
+    if entry.generator is not None:
+        GENERATORS.get_or_raise(entry.generator)
+        root = None
+    else:
+        READERS.get_or_raise(entry.reader)
+        root = entry.source_root(source)
+    size = _build_size(entry, size)
     splits = _planned_splits(entry, counts)
     target = dataset_dir(entry, size, data_dir, counts)
-    if _matches(target, entry, size, splits):
+    source_id = None if root is None else str(root)
+    if _matches(target, entry, size, splits, source_id):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target.parent / f".{target.name}.lock"):
-        if _matches(target, entry, size, splits):  # built while we waited for the lock
+        if _matches(target, entry, size, splits, source_id):  # built while we waited
             return target
         # Holding the lock, leftovers of killed builds are nobody's: remove them.
         for stale in target.parent.glob(f".{target.name}.*-*"):
@@ -241,7 +334,7 @@ def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             tmp.chmod(0o755)  # mkdtemp's 0700 would hide the data from other users/nodes
-            _build(entry, size, splits, tmp, progress)
+            _build(entry, size, splits, tmp, progress, root)
             if target.exists():  # an older or different build: swap it out
                 old = target.parent / f".{target.name}.old-{os.getpid()}"
                 os.rename(target, old)
