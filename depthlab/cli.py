@@ -3,10 +3,13 @@
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 from depthlab import tracking
 from depthlab.catalog import list_entries, load_entry
+from depthlab.data.datasets import read_rows
 from depthlab.data.shards import dataset_dir, prepare, read_manifest, verify
+from depthlab.viz import contact_sheet
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -42,6 +45,24 @@ def data_prepare(args: argparse.Namespace) -> int:
     path = prepare(load_entry(args.name), size=args.size, data_dir=args.data,
                    source=args.source)
     print(path)
+    return 0
+
+
+def data_show(args: argparse.Namespace) -> int:
+    """Write a PNG contact sheet of a prepared split: RGB next to colour-mapped depth."""
+    entry = load_entry(args.name)
+    path = dataset_dir(entry, args.size, args.data)
+    if not (path / "manifest.json").exists():
+        print(f"error: {entry.name} is not prepared at {path}; run `depthlab data prepare "
+              f"{entry.name}{' --size ' + 'x'.join(map(str, args.size)) if args.size else ''}`",
+              file=sys.stderr)
+        return 1
+    split = args.split or entry.splits[0].name
+    samples = list(read_rows(path, split, args.count))
+    out = Path(args.out or f"{entry.name}-{split}.png")
+    contact_sheet(samples, entry.display_unit, entry.display_scale, out,
+                  f"{entry.name} v{entry.version}, split {split}: {len(samples)} samples")
+    print(out)
     return 0
 
 
@@ -81,12 +102,17 @@ def parser() -> argparse.ArgumentParser:
         dest="action", required=True)
     for name, handler, text in [("list", data_list, "list the catalog"),
                                 ("prepare", data_prepare, "write a dataset's Parquet shards"),
+                                ("show", data_show, "write a PNG contact sheet of samples"),
                                 ("verify", data_verify, "recheck a prepared dataset")]:
         sub = data.add_parser(name, help=text)
         if name != "list":
             sub.add_argument("name", help="catalog name, e.g. synthetic-surface")
             sub.add_argument("--size", type=_size, help="HxW, multiples of 32 (default: the "
                              "catalog's; file datasets without one keep each file's size)")
+        if name == "show":
+            sub.add_argument("--split", help="split to show (default: the first)")
+            sub.add_argument("--count", type=int, default=8, help="samples to show")
+            sub.add_argument("--out", help="PNG path (default: NAME-SPLIT.png here)")
         if name == "prepare":
             sub.add_argument("--source", help="folder of a file dataset (default: its "
                              "environment variable or the catalog's path)")

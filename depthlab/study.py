@@ -37,6 +37,9 @@ DRIVER_RESOURCE = "trial_driver"
 RAY_ENV = {
     # A Train report otherwise blocks ~1.9 s on the controller's poll (RAY_NOTES).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # Tune's new console output prints a config box and a TensorBoard hint even at
+    # verbose=0; the study prints its own progress lines and leaderboard.
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 
@@ -208,6 +211,12 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun):
     from ray import tune
 
     class CloseRuns(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            chosen = {**trial.config.get("method", {}), **trial.config.get("train", {})}
+            shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in chosen.items()]
+            print(f"  {trial.trial_id} start: {', '.join(shown)}", flush=True)
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
             metric = [f"{k.split('/', 1)[1]} {v:.3g}" for k, v in result.items()
                       if k.startswith("eval/") and isinstance(v, float)]

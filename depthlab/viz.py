@@ -38,3 +38,38 @@ def depth_panel(images: np.ndarray, predictions: np.ndarray, truths: np.ndarray,
     path = Path(path)
     fig.savefig(path, dpi=80)
     return path
+
+
+def contact_sheet(samples: list[tuple[str, np.ndarray | None, np.ndarray | None]],
+                  unit: str, scale: float, path: str | Path, title: str = "",
+                  columns: int = 2) -> Path:
+    """Save a PNG of (id, rgb, depth in metres) samples: RGB next to colour-mapped depth in
+    `unit` (depth × scale), one colour bar per depth map; invalid depth is grey."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    rows = -(-len(samples) // columns)
+    fig = Figure(figsize=(6.4 * columns, 2.6 * rows + 0.5))
+    axes = fig.subplots(rows, 2 * columns, squeeze=False)
+    cmap = colormaps["turbo"].with_extremes(bad="0.6")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for k, (sample_id, rgb, depth) in enumerate(samples):
+        row, column = divmod(k, columns)
+        left, right = axes[row, 2 * column], axes[row, 2 * column + 1]
+        if rgb is not None:
+            left.imshow(rgb)
+        left.set_title(sample_id, fontsize=8)
+        if depth is not None:
+            shown = np.where(np.isfinite(depth), depth * scale, np.nan)
+            im = right.imshow(np.ma.masked_invalid(shown), cmap=cmap)
+            fig.colorbar(im, ax=right, fraction=0.046, pad=0.04, label=unit)
+            valid = np.isfinite(depth).mean()
+            right.set_title(f"depth ({unit}), {valid:.0%} valid", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.92 if title else 0.97,
+                        wspace=0.15, hspace=0.25)
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    return path

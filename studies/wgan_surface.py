@@ -13,7 +13,7 @@ from depthlab.methods.wgan_perceptual import PAPER_ROWS_SURFACE, search_space
 from depthlab.study import StudySpec, study_main
 
 CPU_NOTE = ("CPU budgets shrink the networks (generators width 8, critics 16), n_f (10 → 5 at "
-            "10 % of n_G instead of 24 → 12) and run 1.5 % of the paper's n_G, so they scale "
+            "10 % of n_G instead of 24 → 12) and run 1 % of the paper's n_G, so they scale "
             "the searched learning rates by 10 (lr_scale); in minutes of CPU the model learns "
             "the groove pattern (corr rises) before it beats the constant predictor's RMSE "
             "(see CALIBRATION.md), and an early, nearly flat output can hold the best RMSE: "
@@ -25,7 +25,7 @@ BUDGETS = {
                                           critic_iters_after=1, lr_scale=10.0),
                     data_counts=dict(train_rgb=64, train_depth=64, eval=16),
                     note="smoke: checks the whole path, not the model"),
-    "default": Budget("default", (64, 64), steps=120, eval_every=20, eval_samples=64,
+    "default": Budget("default", (64, 64), steps=100, eval_every=20, eval_samples=64,
                       num_trials=8,
                       method_overrides=dict(critic_width=16, generator_width=8, critic_iters=10,
                                             critic_iters_after=5, lr_scale=10.0),

@@ -31,18 +31,35 @@ class SplitArrays:
         return len(self.ids)
 
 
-def load_split(path: Path | str, split: str) -> SplitArrays:
-    """Read one split of a prepared dataset directory and decode it."""
-    images, depths, ids = [], [], []
+def read_rows(path: Path | str, split: str, limit: int | None = None
+              ) -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None]]:
+    """Decoded (id, rgb (H, W, 3) uint8, depth (H, W) float32 metres) of a split, in order;
+    samples may differ in size."""
+    seen = 0
     for file in shard_files(path, split):
         table = pq.read_table(file, columns=["id", "rgb", "depth", "height", "width"])
         for row in table.to_pylist():
-            h, w = row["height"], row["width"]
-            ids.append(row["id"])
+            if limit is not None and seen >= limit:
+                return
+            seen += 1
+            rgb = depth = None
             if row["rgb"] is not None:
-                images.append(np.asarray(Image.open(io.BytesIO(row["rgb"])).convert("RGB")))
+                rgb = np.asarray(Image.open(io.BytesIO(row["rgb"])).convert("RGB"))
             if row["depth"] is not None:
-                depths.append(np.frombuffer(row["depth"], dtype="<f4").reshape(h, w))
+                depth = np.frombuffer(row["depth"], dtype="<f4").reshape(row["height"],
+                                                                          row["width"])
+            yield row["id"], rgb, depth
+
+
+def load_split(path: Path | str, split: str) -> SplitArrays:
+    """Read one split of a prepared dataset directory and decode it."""
+    images, depths, ids = [], [], []
+    for sample_id, rgb, depth in read_rows(path, split):
+        ids.append(sample_id)
+        if rgb is not None:
+            images.append(rgb)
+        if depth is not None:
+            depths.append(depth)
     sizes = sorted({a.shape[:2] for a in images + depths})
     if len(sizes) > 1:
         raise ValueError(f"{path}: split {split!r} holds samples of {len(sizes)} sizes "
