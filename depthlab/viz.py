@@ -31,13 +31,7 @@ def depth_panel(images: np.ndarray, predictions: np.ndarray, truths: np.ndarray,
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    if title:
-        fig.suptitle(title)
-    fig.subplots_adjust(left=0.01, right=0.95, bottom=0.02, top=0.9 if title else 0.95,
-                        wspace=0.25, hspace=0.15)
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    return path
+    return _save(fig, path, title, right=0.95, wspace=0.25, hspace=0.15)
 
 
 def contact_sheet(samples: list[tuple[str, np.ndarray | None, np.ndarray | None]],
@@ -66,10 +60,14 @@ def contact_sheet(samples: list[tuple[str, np.ndarray | None, np.ndarray | None]
             fig.colorbar(im, ax=right, fraction=0.046, pad=0.04, label=unit)
             valid = np.isfinite(depth).mean()
             right.set_title(f"depth ({unit}), {valid:.0%} valid", fontsize=8)
+    return _save(fig, path, title, right=0.97, wspace=0.15, hspace=0.25)
+
+
+def _save(fig, path: str | Path, title: str, **spacing: float) -> Path:
+    """Title, fixed margins (tight_layout costs ~0.3 s a figure) and an 80 dpi PNG."""
     if title:
         fig.suptitle(title)
-    fig.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.92 if title else 0.97,
-                        wspace=0.15, hspace=0.25)
+    fig.subplots_adjust(left=0.01, bottom=0.02, top=0.91 if title else 0.96, **spacing)
     path = Path(path)
     fig.savefig(path, dpi=80)
     return path

@@ -16,6 +16,8 @@ SCRIPT = "studies/wgan_surface.py"
 def _runs(folder):
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("wgan-surface")
+    if experiment is None:  # the study has created the database but not yet its experiment
+        return client, [], []
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
