@@ -54,7 +54,9 @@ def test_ctrl_c_leaves_no_run_running_and_resume_finishes_the_study(isolated):
     try:
         while time.time() < deadline:  # wait until trials are training
             time.sleep(2)
-            if (isolated / "mlflow.db").exists():
+            # written after the study created the DB and its parent run: opening the DB
+            # any earlier races the study's schema migration
+            if list(isolated.glob("depthlab_runs/ray/*/depthlab_study.json")):
                 _, _, children = _runs(isolated)
                 if any("eval/rmse_um" in c.data.metrics for c in children):
                     break
