@@ -24,18 +24,20 @@ def _data(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(rank)  # different init per rank: sync_parameters must fix it
-        net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-        stepper = Stepper(grad_clip=0.0)
-        stepper.sync_parameters(net)
-        opt = torch.optim.SGD(net.parameters(), lr=0.1)
-        x, y = _data(rank)
-        for _ in range(3):
-            stepper.step(torch.nn.functional.mse_loss(net(x), y), opt)
-        torch.save(net.state_dict(), f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(rank)  # different init per rank: sync_parameters must fix it
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    stepper = Stepper(grad_clip=0.0)
+    stepper.sync_parameters(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = _data(rank)
+    for _ in range(3):
+        stepper.step(torch.nn.functional.mse_loss(net(x), y), opt)
+    torch.save(net.state_dict(), f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+    # torch 2.14's gloo sometimes aborts in its exit-time destructors ("terminate called
+    # without an active exception", about 1 run in 20 here) after all work is done;
+    # skip them so the test checks the arithmetic, not interpreter teardown.
+    os._exit(0)
 
 
 def test_two_workers_equal_one_worker_on_all_data(tmp_path):
