@@ -1,0 +1,346 @@
+"""Training-time augmentations of the five papers: batched torch ops that move image, depth
+(with its NaN validity) and intrinsics together, and the papers' presets by name.
+
+Paper ↔ code:
+  002 Huang & Yu §3.3 (after Eigen et al. 2014): rotation r ∈ [−5°, 5°] ↔ `rotate`;
+      horizontal flip, p = 0.5 ↔ `hflip`; colour c ∈ [0.8, 1.2]³ ↔ `colour_scale` → "eigen"
+  001 Das et al. poster: horizontal and vertical flips ↔ `hflip`, `vflip`        → "flips"
+  004 Angermann et al. §4.1: random cropping, flipping, gamma correction
+      ↔ `zoom_crop` (the code's prepro.py: border ∈ [0, 31] px at 512), flips, `gamma`  → "surface"
+  000 Chu et al., pix2pixHD defaults: random horizontal flip ↔ `hflip`              → "hflip"
+
+Conventions: pixel centres sit at integer coordinates (x = column, y = row), so a flip maps
+x → W − 1 − x; K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]] in those coordinates. Each op takes
+explicit per-sample values (deterministic, testable); `Augmentation` draws them from a
+`torch.Generator`.
+"""
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from depthlab.data.batch import DepthBatch
+from depthlab.registry import Registry
+
+Tensor = torch.Tensor
+
+AUGMENTATIONS = Registry("augmentation")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _reference(batch: DepthBatch) -> Tensor:
+    ref = batch.image if batch.image is not None else batch.depth
+    if ref is None:
+        raise ValueError("augmentation: the batch holds neither an image nor a depth map")
+    return ref
+
+
+def _per_sample(name: str, values: Tensor, batch: DepthBatch) -> Tensor:
+    """`values` as a tensor on the batch's device, or a ValueError if it is not one per sample."""
+    ref = _reference(batch)
+    values = torch.as_tensor(values, device=ref.device)
+    if values.dim() == 0 or values.shape[0] != ref.shape[0]:
+        raise ValueError(f"{name}: expected one value per sample ({ref.shape[0]}), "
+                         f"got shape {tuple(values.shape)}")
+    return values
+
+
+def _where_flag(flags: Tensor, flipped: Tensor | None, x: Tensor | None) -> Tensor | None:
+    return None if x is None else torch.where(flags[:, None, None, None], flipped, x)
+
+
+def _warp(batch: DepthBatch, matrix: Tensor) -> DepthBatch:
+    """Resample image (bilinear) and depth (nearest) at input pixel = matrix @ (x', y', 1).
+
+    matrix: (B, 2, 3) float64, output pixel → input pixel. Intrinsics are left to the caller.
+    """
+    ref = _reference(batch)
+    b, (h, w) = ref.shape[0], ref.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=ref.device),
+                            torch.arange(w, dtype=torch.float64, device=ref.device),
+                            indexing="ij")
+    out_xy1 = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # (H, W, 3)
+    src = torch.einsum("bij,hwj->bhwi", matrix.to(ref.device), out_xy1)  # (B, H, W, 2)
+    # align_corners=False: normalised −1 and 1 are the outer edges of the edge pixels.
+    grid = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], dim=-1)
+    grid = grid.to(ref.dtype)
+    sample = lambda x, mode, pad: F.grid_sample(x, grid, mode=mode,  # noqa: E731
+                                                padding_mode=pad, align_corners=False)
+    # One in-frame test for both modalities: grid_sample's own nearest rounding, so image
+    # and depth agree exactly on which pixels came from outside the frame.
+    inside = sample(torch.ones(b, 1, h, w, dtype=ref.dtype, device=ref.device),
+                    "nearest", "zeros") > 0.5  # (B, 1, H, W)
+    image = depth = None
+    if batch.image is not None:
+        # 'border' keeps rim pixels undarkened; what lies outside is zeroed by `inside`.
+        image = torch.where(inside, sample(batch.image, "bilinear", "border"), 0.0)
+    if batch.depth is not None:
+        valid = torch.isfinite(batch.depth)
+        filled = torch.where(valid, batch.depth, 0.0)  # NaN must not reach grid_sample
+        still_valid = sample(valid.to(ref.dtype), "nearest", "zeros") > 0.5
+        depth = torch.where(still_valid, sample(filled, "nearest", "zeros"), math.nan)
+    return replace(batch, image=image, depth=depth)
+
+
+# ---------------------------------------------------------------------------- the ops
+
+
+def hflip(batch: DepthBatch, flags: Tensor) -> DepthBatch:
+    """Mirror left↔right the samples whose flag (B,) is set; cx → W − 1 − cx."""
+    flags = _per_sample("hflip flags", flags, batch).bool()
+    w = _reference(batch).shape[-1]
+    k = batch.intrinsics
+    if k is not None:
+        k = k.clone()
+        f = flags.to(k.device)
+        k[:, 0, 2] = torch.where(f, (w - 1) - k[:, 0, 2], k[:, 0, 2])
+        k[:, 0, 1] = torch.where(f, -k[:, 0, 1], k[:, 0, 1])  # a mirror flips the skew (≈ 0)
+    flip = lambda x: None if x is None else x.flip(-1)  # noqa: E731
+    return replace(batch, image=_where_flag(flags, flip(batch.image), batch.image),
+                   depth=_where_flag(flags, flip(batch.depth), batch.depth), intrinsics=k)
+
+
+def vflip(batch: DepthBatch, flags: Tensor) -> DepthBatch:
+    """Mirror top↔bottom the samples whose flag (B,) is set; cy → H − 1 − cy."""
+    flags = _per_sample("vflip flags", flags, batch).bool()
+    h = _reference(batch).shape[-2]
+    k = batch.intrinsics
+    if k is not None:
+        k = k.clone()
+        f = flags.to(k.device)
+        k[:, 1, 2] = torch.where(f, (h - 1) - k[:, 1, 2], k[:, 1, 2])
+        k[:, 0, 1] = torch.where(f, -k[:, 0, 1], k[:, 0, 1])
+    flip = lambda x: None if x is None else x.flip(-2)  # noqa: E731
+    return replace(batch, image=_where_flag(flags, flip(batch.image), batch.image),
+                   depth=_where_flag(flags, flip(batch.depth), batch.depth), intrinsics=k)
+
+
+def rotate(batch: DepthBatch, degrees: Tensor) -> DepthBatch:
+    """Rotate each sample about the image centre by its angle (B,), counter-clockwise on screen.
+
+    90° equals `torch.rot90(x, 1, dims=(-2, -1))` on a square image. Image: bilinear.
+    Depth: nearest, so a pixel takes one measured depth and never a blend of the two sides
+    of an occlusion edge (bilinear-with-validity would invent depths between them); NaN
+    stays NaN. Pixels that come from outside the frame become 0 in the image and NaN in
+    the depth (Huang & Yu's "black margin").
+
+    Intrinsics: a roll of the camera about its optical axis keeps z-depth, and with
+    square pixels (fx = fy, no skew) it is the image rotation about the principal point
+    with K unchanged; a rotation about the image centre adds a shift, so cx, cy become
+    the rotated principal point and fx, fy, skew are kept. Exact for fx = fy; with
+    fx ≠ fy no pinhole K describes the rotated image and this is the nearest one. Eigen
+    et al. and Huang & Yu do not say (they use no intrinsics).
+    """
+    degrees = _per_sample("rotate degrees", degrees, batch)
+    h, w = _reference(batch).shape[-2:]
+    theta = torch.deg2rad(degrees.to(torch.float64))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    a = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B,2,2)
+    centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64, device=a.device)
+    # input = A (output − c) + c; y points down, so this A turns the content counter-clockwise.
+    matrix = torch.cat([a, (centre - a @ centre)[..., None]], dim=-1)  # (B, 2, 3)
+    out = _warp(batch, matrix)
+    k = batch.intrinsics
+    if k is not None:
+        k = k.clone()
+        p = k[:, :2, 2].to(torch.float64) - centre.to(k.device)
+        moved = torch.einsum("bji,bj->bi", a.to(k.device), p) + centre.to(k.device)  # Aᵀ(p − c) + c
+        k[:, :2, 2] = moved.to(k.dtype)
+    return replace(out, intrinsics=k)
+
+
+def zoom_crop(batch: DepthBatch, border_fractions: Tensor) -> DepthBatch:
+    """Cut a border of u·H rows and u·W columns (u (B,) in [0, 0.5)) off every side and
+    resize back to H × W: image bilinear, depth nearest; fx, fy × 1/(1 − 2u), cx, cy shifted.
+
+    As the authors' prepro.py `zoom_in` (centred crop, same border all round), with the
+    border a real number so that any H × W keeps its aspect ratio; an integer border b
+    at H = W gives exactly crop-then-resize (align_corners=False).
+    """
+    u = _per_sample("zoom_crop border_fractions", border_fractions, batch).to(torch.float64)
+    if bool(((u < 0) | (u >= 0.5)).any()):
+        raise ValueError(f"zoom_crop border_fractions must lie in [0, 0.5), got {u.tolist()}")
+    h, w = _reference(batch).shape[-2:]
+    s = 1 - 2 * u  # crop side / full side
+    zero = torch.zeros_like(s)
+    # Output pixel x' ← input x = s·x' + s/2 + u·W − 1/2 (centres of crop and output align).
+    matrix = torch.stack([
+        torch.stack([s, zero, s / 2 + u * w - 0.5], -1),
+        torch.stack([zero, s, s / 2 + u * h - 0.5], -1),
+    ], dim=-2)  # (B, 2, 3)
+    out = _warp(batch, matrix)
+    k = batch.intrinsics
+    if k is not None:
+        # K' = Z K with Z the inverse pixel map: x' = (x − u·W + 1/2)/s − 1/2.
+        zoom = torch.zeros(u.shape[0], 3, 3, dtype=torch.float64, device=u.device)
+        zoom[:, 0, 0] = zoom[:, 1, 1] = 1 / s
+        zoom[:, 0, 2] = (0.5 - u * w) / s - 0.5
+        zoom[:, 1, 2] = (0.5 - u * h) / s - 0.5
+        zoom[:, 2, 2] = 1
+        k = (zoom.to(k.device) @ k.to(torch.float64)).to(k.dtype)
+    return replace(out, intrinsics=k)
+
+
+def colour_scale(batch: DepthBatch, factors: Tensor) -> DepthBatch:
+    """Multiply each image by its factor, (B,), (B, 1) or one per channel (B, 3); clamp to
+    [0, 1]. Depth and intrinsics are the same tensors as before."""
+    factors = _per_sample("colour_scale factors", factors, batch)
+    if batch.image is None:
+        return batch
+    factors = factors.to(batch.image.dtype).reshape(factors.shape[0], -1, 1, 1)  # (B, 1|3, 1, 1)
+    return replace(batch, image=(batch.image * factors).clamp_(0.0, 1.0))
+
+
+def gamma(batch: DepthBatch, exponents: Tensor) -> DepthBatch:
+    """image ** γ with one γ (B,) per sample; depth and intrinsics are untouched."""
+    exponents = _per_sample("gamma exponents", exponents, batch)
+    if batch.image is None:
+        return batch
+    g = exponents.to(batch.image.dtype)[:, None, None, None]
+    return replace(batch, image=batch.image.clamp(min=0.0).pow(g))
+
+
+# ---------------------------------------------------------------------------- drawing
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Per-sample values of one `Augmentation` application; None = that op is off."""
+
+    border_fractions: Tensor | None = None  # (B,) zoom_crop
+    degrees: Tensor | None = None  # (B,) rotate
+    hflip: Tensor | None = None  # (B,) bool
+    vflip: Tensor | None = None  # (B,) bool
+    colour: Tensor | None = None  # (B, 1) or (B, 3)
+    gamma: Tensor | None = None  # (B,)
+
+
+def apply_draw(batch: DepthBatch, draw: Draw) -> DepthBatch:
+    """Apply the drawn values in a fixed order: zoom crop, rotate, flips, colour, gamma."""
+    steps = ((zoom_crop, draw.border_fractions), (rotate, draw.degrees), (hflip, draw.hflip),
+             (vflip, draw.vflip), (colour_scale, draw.colour), (gamma, draw.gamma))
+    for op, values in steps:
+        if values is not None:
+            batch = op(batch, values)
+    return batch
+
+
+def _check_probability(name: str, p: float) -> None:
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"Augmentation.{name} must be a probability in [0, 1], got {p!r}")
+
+
+def _check_range(name: str, value) -> tuple[float, float] | None:
+    """A (low, high) pair with 0 < low ≤ high as a tuple, or None; else a ValueError."""
+    if value is None:
+        return None
+    ok = (isinstance(value, tuple | list) and len(value) == 2
+          and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value))
+    if not ok or not 0 < value[0] <= value[1] or not all(map(math.isfinite, value)):
+        raise ValueError(f"Augmentation.{name} must be None or (low, high) with "
+                         f"0 < low <= high, got {value!r}")
+    return (float(value[0]), float(value[1]))
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Which ops run and their ranges; `apply` draws per-sample values and applies them.
+
+    Paired batches: image and depth share one draw. Unpaired (`paired` False): they get
+    independent draws, and the intrinsics follow the image (they describe its camera).
+    `source` says where a preset's numbers come from.
+    """
+
+    hflip_p: float = 0.0
+    vflip_p: float = 0.0
+    max_degrees: float = 0.0  # angle ~ U[−d, d]
+    colour_range: tuple[float, float] | None = None  # factor ~ U[low, high]
+    colour_per_channel: bool = False  # one factor per RGB channel (Eigen's c ∈ [0.8, 1.2]³)
+    gamma_range: tuple[float, float] | None = None  # log γ ~ U[log low, log high]
+    max_border_fraction: float = 0.0  # zoom crop border u ~ U[0, f]
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        _check_probability("hflip_p", self.hflip_p)
+        _check_probability("vflip_p", self.vflip_p)
+        d = self.max_degrees
+        if isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d <= 180:
+            raise ValueError(f"Augmentation.max_degrees must be a number in [0, 180], got {d!r}")
+        f = self.max_border_fraction
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 <= f < 0.5:
+            raise ValueError(f"Augmentation.max_border_fraction must be in [0, 0.5), got {f!r}")
+        if not isinstance(self.colour_per_channel, bool):
+            raise ValueError("Augmentation.colour_per_channel must be a bool, "
+                             f"got {self.colour_per_channel!r}")
+        # frozen: normalise lists (from TOML/JSON) to hashable tuples
+        object.__setattr__(self, "colour_range", _check_range("colour_range", self.colour_range))
+        object.__setattr__(self, "gamma_range", _check_range("gamma_range", self.gamma_range))
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> Draw:
+        """Per-sample values for a batch; only enabled ops consume random numbers."""
+        n, g = batch_size, generator
+        values = {}
+        if self.max_border_fraction > 0:
+            values["border_fractions"] = _uniform(n, 0.0, self.max_border_fraction, g)
+        if self.max_degrees > 0:
+            values["degrees"] = _uniform(n, -self.max_degrees, self.max_degrees, g)
+        if self.hflip_p > 0:
+            values["hflip"] = torch.rand(n, generator=g) < self.hflip_p
+        if self.vflip_p > 0:
+            values["vflip"] = torch.rand(n, generator=g) < self.vflip_p
+        if self.colour_range is not None:
+            channels = 3 if self.colour_per_channel else 1
+            low, high = self.colour_range
+            values["colour"] = low + (high - low) * torch.rand(n, channels, generator=g)
+        if self.gamma_range is not None:
+            # log-uniform: γ and 1/γ are equally likely when the range is symmetric.
+            low, high = (math.log(v) for v in self.gamma_range)
+            values["gamma"] = torch.exp(_uniform(n, low, high, g))
+        return Draw(**values)
+
+    def apply(self, batch: DepthBatch, generator: torch.Generator) -> DepthBatch:
+        """The augmented batch: one draw if paired, independent image/depth draws if not."""
+        if batch.paired or batch.image is None or batch.depth is None:
+            return apply_draw(batch, self.draw(_reference(batch).shape[0], generator))
+        image_half = apply_draw(replace(batch, depth=None),
+                                self.draw(batch.image.shape[0], generator))
+        depth_half = apply_draw(replace(batch, image=None, intrinsics=None),
+                                self.draw(batch.depth.shape[0], generator))
+        return replace(batch, image=image_half.image, intrinsics=image_half.intrinsics,
+                       depth=depth_half.depth)
+
+
+# ---------------------------------------------------------------------------- presets
+
+AUGMENTATIONS.register("none")(Augmentation(source="no augmentation"))
+
+# 001 (Das et al. poster): "horizontal and vertical flips"; p = 0.5 each is not stated.
+AUGMENTATIONS.register("flips")(Augmentation(
+    hflip_p=0.5, vflip_p=0.5, source="001 Das et al.: horizontal and vertical flips"))
+
+# 000 (Chu et al.): the paper is silent; pix2pixHD's default is a random horizontal flip.
+AUGMENTATIONS.register("hflip")(Augmentation(
+    hflip_p=0.5, source="000 Chu et al. / pix2pixHD default: random horizontal flip"))
+
+# 002 (Huang & Yu §3.3), 3 of Eigen et al.'s 5: "multiplied globally by a random RGB value"
+# is Eigen's c ∈ [0.8, 1.2]³: one factor per channel, the same over all pixels.
+AUGMENTATIONS.register("eigen")(Augmentation(
+    hflip_p=0.5, max_degrees=5.0, colour_range=(0.8, 1.2), colour_per_channel=True,
+    source="002 Huang & Yu §3.3 after Eigen et al. 2014: rotation ±5°, h-flip 0.5, "
+           "colour × [0.8, 1.2]³"))
+
+# 004 (Angermann et al. §4.1): "random cropping, flipping and gamma correction [37]". Crop
+# from the authors' prepro.py (border ∈ {0..31} px at 512 → 31/512); flips h and v (the
+# surfaces have no up); the γ range is not given: [0.5, 2] spans the Γ that [37]'s auto-
+# gamma assigns to images of mean grey 0.25–0.71.
+AUGMENTATIONS.register("surface")(Augmentation(
+    hflip_p=0.5, vflip_p=0.5, max_border_fraction=31 / 512, gamma_range=(0.5, 2.0),
+    source="004 Angermann et al. §4.1: random (zoom) crop, flips, gamma correction"))
