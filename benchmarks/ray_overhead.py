@@ -79,9 +79,10 @@ t = time.perf_counter(); run = tracking.TrialRun(study, "probe", {"method": plan
 out["MLflow TrialRun (first client, run, params)"] = time.perf_counter() - t
 t = time.perf_counter(); run.log_metrics(0, {"probe/a": 1.0, "probe/b": 2.0})
 out["MLflow log_metrics (one report)"] = time.perf_counter() - t
-method, _, _ = s.build_method(plan, torch.device("cpu"), s.Stepper(0.0))
-evals = s._first(s.load_split(plan.data_path, plan.eval_split), plan.settings["eval_samples"])
-evaluation = s.evaluate(method, s.eval_batches(evals, 32), s.DataInfo(**plan.data))
+from depthlab import trial
+from depthlab.nn.optim import Stepper
+method, _, _ = trial.build_method(plan, torch.device("cpu"), Stepper(0.0))
+evaluation = trial.evaluator(plan, method, plan.settings["eval_samples"])()
 for call in ("first", "second"):
     t = time.perf_counter(); s._log_best(run, plan, method, evaluation, 0, Path(args["workdir"]))
     out[f"_log_best, {call} call (checkpoint, depth panel, 2 artifacts, tags)"] = (

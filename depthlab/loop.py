@@ -57,25 +57,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def score(pred: torch.Tensor, truth: torch.Tensor, data: DataInfo) -> dict[str, float]:
+    """The dataset's protocol: relative depth (paper 004) pooled, no alignment; positive
+    depth per image with the catalog's floor, cap and crop. RMSE/MAE in display units."""
+    unit, scale = data.display_unit, data.display_scale
+    if data.depth_range_m[0] < 0:
+        raw = compute_signed(pred, truth, scale=scale)
+        return {f"rmse_{unit}": raw["rmse"], f"mae_{unit}": raw["mae"], "corr": raw["corr"]}
+    cap = data.max_depth_m if data.max_depth_m is not None else data.depth_range_m[1]
+    floor = data.min_depth_m if data.min_depth_m is not None else 1e-3
+    metrics = compute(pred, truth, crop=data.crop, min_depth=floor, max_depth=cap)
+    for key in ("rmse", "mae"):
+        metrics[f"{key}_{unit}"] = metrics.pop(key) * scale
+    return metrics
+
+
 def evaluate(method: Method, batches: Iterator[DepthBatch], data: DataInfo,
              keep: int = 4) -> Evaluation:
-    """Predict every evaluation batch and score it with the dataset's protocol."""
+    """Predict every evaluation batch and score it with the dataset's protocol; keep the
+    first `keep` samples for a panel."""
     preds, truths, images = [], [], []
     for batch in batches:
         preds.append(method.predict(batch.image).cpu())
         truths.append(batch.depth)
         images.append(batch.image[:keep])
     pred, truth = torch.cat(preds), torch.cat(truths)
-    unit = data.display_unit
-    if data.depth_range_m[0] < 0:  # relative depth (paper 004): pooled, no alignment
-        raw = compute_signed(pred, truth, scale=data.display_scale)
-        metrics = {f"rmse_{unit}": raw["rmse"], f"mae_{unit}": raw["mae"], "corr": raw["corr"]}
-    else:
-        raw = compute(pred, truth, max_depth=data.depth_range_m[1])  # metres
-        metrics = {(f"{k}_m" if k in ("rmse", "mae") else k): v for k, v in raw.items()}
     image = torch.cat(images)[:keep].permute(0, 2, 3, 1).numpy()
     scale = data.display_scale
-    return Evaluation(metrics, image, pred[:keep, 0].numpy() * scale,
+    return Evaluation(score(pred, truth, data), image, pred[:keep, 0].numpy() * scale,
                       truth[:keep, 0].numpy() * scale)
 
 

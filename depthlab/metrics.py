@@ -6,6 +6,7 @@ be negative (pooled over all pixels of the evaluation set, no alignment).
 """
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -26,6 +27,18 @@ def _as_batch(array) -> np.ndarray:
     if array.ndim != 3:
         raise ValueError(f"depth maps must be (H, W), (B, H, W) or (B, 1, H, W); got {array.shape}")
     return array
+
+
+def _upsampled(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """A lower-resolution prediction resized bilinearly to the ground truth's (H, W)."""
+    if pred.shape == gt.shape:
+        return pred
+    if pred.shape[0] != gt.shape[0] or pred.shape[1] > gt.shape[1] or pred.shape[2] > gt.shape[2]:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape; "
+                         "expected the same number of images at the same or a lower resolution")
+    resized = torch.nn.functional.interpolate(torch.from_numpy(pred)[:, None], size=gt.shape[1:],
+                                              mode="bilinear", align_corners=False)
+    return resized[:, 0].numpy()
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,17 +92,24 @@ def compute(pred, gt, valid=None, crop=None, min_depth: float = 1e-3,
             max_depth: float | None = None, median_scale: bool = False) -> dict[str, float]:
     """Standard metrics of positive depth: per image over valid pixels, then averaged.
 
-    crop = (top, bottom, left, right); predictions are clipped to
-    [min_depth, max_depth]; images with no valid pixel are skipped (all
-    skipped → ValueError, never NaN metrics).
+    crop = (top, bottom, left, right), on the ground truth's pixels; a
+    lower-resolution prediction is first upsampled (bilinear) to the ground
+    truth's size; predictions are clipped to [min_depth, max_depth] (inf →
+    max_depth); images with no valid pixel are skipped with a warning that
+    counts them (all skipped → ValueError, never NaN metrics).
     """
     pred, gt = _as_batch(pred), _as_batch(gt)
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    if max_depth is not None:  # before resizing: a bilinear mix with inf is not a depth
+        pred = np.where(np.isposinf(pred), max_depth, pred)
+    pred = _upsampled(pred, gt)
+    if np.isnan(pred).any():
+        raise ValueError(f"prediction holds NaN at {int(np.isnan(pred).sum())} pixels; "
+                         "expected depth values (inf is clipped to max_depth)")
     mask = _mask(gt, valid, crop, min_depth, max_depth)
-    rows = []
+    rows, skipped = [], 0
     for p, g, m in zip(pred, gt, mask, strict=True):
         if not m.any():
+            skipped += 1
             continue
         p, g = p[m], g[m]
         if median_scale:
@@ -98,6 +118,9 @@ def compute(pred, gt, valid=None, crop=None, min_depth: float = 1e-3,
         rows.append(_one_image(p, g))
     if not rows:
         raise ValueError("no image has a valid ground-truth pixel after masking")
+    if skipped:
+        warnings.warn(f"{skipped} of {len(gt)} images have no valid ground-truth pixel after "
+                      "masking: skipped", stacklevel=2)
     return {key: float(np.mean([row[key] for row in rows])) for key in KEYS}
 
 

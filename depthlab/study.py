@@ -8,29 +8,25 @@ holding a custom `trial_driver` resource instead of a CPU) that builds a
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from depthlab import checkpoint, tracking
 from depthlab.catalog import CatalogEntry, load_entry
 from depthlab.config import Budget, TrainSettings, from_dict, to_dict
-from depthlab.data.datasets import RandomBatches, SplitArrays, eval_batches, load_split
 from depthlab.data.shards import prepare
-from depthlab.loop import Evaluation, evaluate, fit, resolve_device, seed_everything
+from depthlab.loop import Evaluation
 from depthlab.methods import METHODS, DataInfo
-from depthlab.nn.optim import Stepper
+from depthlab.trial import EvalSet, TrialPlan, constant_baseline, data_info, train_trial
 from depthlab.viz import depth_panel
 
 DRIVER_RESOURCE = "trial_driver"
@@ -55,69 +51,22 @@ class StudySpec:
     metric: str
     mode: str = "min"
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
-    train_splits: tuple[str, str] = ("train_rgb", "train_depth")
+    train_splits: tuple[str, str] = ("train_rgb", "train_depth")  # one name twice: paired
     eval_split: str = "eval"
     description: str = ""
+    # Used when `dataset`'s files are not given (no --source, no environment variable).
+    fallback_dataset: str | None = None
+    extra_evals: tuple["ExtraEval", ...] = ()
 
 
 @dataclass(frozen=True)
-class TrialPlan:
-    """Everything a trial needs, as plain values (it crosses process boundaries)."""
+class ExtraEval:
+    """A further evaluation set scored at every evaluation as `label/<metric>`."""
 
-    method: str
-    method_config: dict[str, Any]
-    settings: dict[str, Any]
-    data_path: str
-    data: dict[str, Any]
-    train_splits: tuple[str, str]
-    eval_split: str
-    primary: str
-
-
-# ---------------------------------------------------------------- one trial, no Ray
-
-def data_info(entry: CatalogEntry, size: tuple[int, int]) -> DataInfo:
-    """The facts a method needs about its dataset."""
-    return DataInfo(entry.name, str(entry.version), tuple(entry.depth_range_m),
-                    entry.display_unit, entry.display_scale, tuple(size))
-
-
-def _first(split: SplitArrays, count: int) -> SplitArrays:
-    take = lambda a: None if a is None else a[:count]  # noqa: E731
-    return replace(split, images=take(split.images), depth=take(split.depth),
-                   ids=split.ids[:count])
-
-
-def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper):
-    """The method object of a plan (config validated by its frozen dataclass)."""
-    method_cls = METHODS.get_or_raise(plan.method)
-    config = from_dict(method_cls.Config, plan.method_config)
-    settings = from_dict(TrainSettings, plan.settings)
-    return method_cls(config, settings, DataInfo(**plan.data), device, stepper), config, settings
-
-
-def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> Any:
-    """Load data, build the method, run the loop. Plain PyTorch: Ray and MLflow stay outside.
-
-    `report(method, step, metrics, evaluation, improved)` is the loop's reporter
-    with the method in front, so a reporter can save its weights.
-    """
-    settings = from_dict(TrainSettings, plan.settings)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    seed_everything(settings.seed + rank)
-    device = resolve_device(settings.device)
-    method, config, _ = build_method(plan, device, Stepper(settings.grad_clip))
-    rgb_split, depth_split = plan.train_splits
-    rgb, depth = load_split(plan.data_path, rgb_split), load_split(plan.data_path, depth_split)
-    batches: Iterator = RandomBatches(rgb, depth, config.batch_size, seed=settings.seed + rank)
-    evaluation_set = _first(load_split(plan.data_path, plan.eval_split), settings.eval_samples)
-    info = DataInfo(**plan.data)
-
-    def run_eval() -> Evaluation:
-        return evaluate(method, eval_batches(evaluation_set, 32), info)
-
-    return fit(method, batches, run_eval, settings, partial(report, method), plan.primary)
+    label: str
+    dataset: str
+    splits: tuple[str, ...]
+    max_depth_m: float | None = None  # cap, when it should differ from the dataset's protocol
 
 
 # ---------------------------------------------------------------- inside Ray workers
@@ -290,18 +239,6 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
-def _constant_baseline(path: Path, plan: TrialPlan, info: DataInfo) -> dict[str, float]:
-    """RMSE/MAE of predicting the training depth mean everywhere (the trivial predictor)."""
-    from depthlab.metrics import compute_signed
-
-    mean = float(np.nanmean(load_split(path, plan.train_splits[1]).depth))
-    truth = _first(load_split(path, plan.eval_split), plan.settings["eval_samples"]).depth
-    raw = compute_signed(np.full_like(truth, mean), truth, scale=info.display_scale)
-    unit = info.display_unit
-    return {f"baseline/constant_rmse_{unit}": raw["rmse"],
-            f"baseline/constant_mae_{unit}": raw["mae"]}
-
-
 def _storage_dir(root: Path, name: str, resume: bool) -> Path:
     """The Tune experiment folder: the latest one to resume, else the next free name."""
     candidates = sorted((p for p in root.glob(f"{name}*") if p.is_dir()),
@@ -329,14 +266,57 @@ class StudyOutcome:
 
 
 def plan_for(spec: StudySpec, budget: Budget, data_path: Path, entry: CatalogEntry,
-             seed: int) -> TrialPlan:
+             seed: int, overrides: dict[str, Any] | None = None) -> TrialPlan:
     """The fixed part of every trial; sampled values are merged in per trial."""
     method_cls = METHODS.get_or_raise(spec.method)
-    method_config = to_dict(from_dict(method_cls.Config, budget.method_overrides))
+    method_config = to_dict(from_dict(method_cls.Config,
+                                      {**budget.method_overrides, **(overrides or {})}))
     settings = to_dict(budget.train_settings(seed=seed))
     return TrialPlan(spec.method, method_config, settings, str(data_path),
                      data_info(entry, budget.image_size).__dict__, spec.train_splits,
                      spec.eval_split, spec.metric)
+
+
+def choose_dataset(spec: StudySpec, source: str | None) -> CatalogEntry:
+    """The study's dataset, or its embedded fallback when the user gave no files (said
+    aloud); a source that was given but does not exist stays an error."""
+    entry = load_entry(spec.dataset)
+    if entry.generator is not None or spec.fallback_dataset is None:
+        return entry
+    try:
+        entry.source_root(source)
+        return entry
+    except ValueError:  # no --source and no environment variable: nothing was given
+        fallback = load_entry(spec.fallback_dataset)
+        how = " or $" + entry.source_env if entry.source_env else ""
+        print(f"no {entry.name} files given (--source PATH{how}): using the embedded "
+              f"{fallback.name} instead", flush=True)
+        return fallback
+
+
+def pretrained_overrides(spec: StudySpec, pretrained: str | None) -> dict[str, Any]:
+    """`--pretrained PATH` as a method-config value; an error for methods without one."""
+    if pretrained is None:
+        return {}
+    fields = {f.name for f in dataclasses.fields(METHODS.get_or_raise(spec.method).Config)}
+    if "pretrained" not in fields:
+        raise ValueError(f"--pretrained: method {spec.method!r} loads no pretrained backbone")
+    path = Path(pretrained).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"--pretrained {pretrained}: no such file")
+    return {"pretrained": str(path)}
+
+
+def prepare_extra_evals(spec: StudySpec, budget: Budget, data_dir: str | None
+                        ) -> tuple[dict[str, Any], ...]:
+    """Prepare every extra evaluation set at the budget's size; their plans as dicts."""
+    sets = []
+    for extra in spec.extra_evals:
+        entry = load_entry(extra.dataset)
+        path = prepare(entry, size=budget.image_size, data_dir=data_dir)
+        info = data_info(entry, budget.image_size, max_depth_m=extra.max_depth_m)
+        sets.append(EvalSet(extra.label, str(path), tuple(extra.splits), info.__dict__).__dict__)
+    return tuple(sets)
 
 
 def validate_points(spec: StudySpec, plan: TrialPlan) -> None:
@@ -354,11 +334,13 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
               data_dir: str | None = None, workers: int = 1, gpu: bool | None = None,
               num_trials: int | None = None, seed: int = 0,
               runs_dir: str | Path = "depthlab_runs",
-              max_concurrent_trials: int | None = None) -> StudyOutcome:
+              max_concurrent_trials: int | None = None, source: str | None = None,
+              pretrained: str | None = None) -> StudyOutcome:
     """Run a whole study; every MLflow run ends FINISHED, FAILED or KILLED.
 
     Trials run as many at a time as the cluster's CPUs/GPUs allow, at most
-    `max_concurrent_trials` when given.
+    `max_concurrent_trials` when given. `source` is the dataset's folder (file
+    datasets), `pretrained` a local backbone state dict.
     """
     started = time.time()
     if budget not in spec.budgets:
@@ -374,19 +356,22 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
         raise ValueError(f"--concurrent = {max_concurrent_trials}: expected >= 1")
     uri = tracking.resolve_uri(tracking_uri)
     tracking.check_writable(uri)
-    entry = load_entry(spec.dataset)
-    plan = plan_for(spec, chosen, Path("."), entry, seed)  # validates configs: before Ray
+    entry = choose_dataset(spec, source)
+    overrides = pretrained_overrides(spec, pretrained)
+    plan = plan_for(spec, chosen, Path("."), entry, seed, overrides)  # validates: before Ray
     validate_points(spec, plan)
 
     data_path = prepare(entry, size=chosen.image_size, data_dir=data_dir,
-                        counts=chosen.data_counts or None)
-    plan = replace(plan, data_path=str(data_path))
+                        counts=chosen.data_counts or None,
+                        source=source if entry.name == spec.dataset else None)
+    plan = replace(plan, data_path=str(data_path),
+                   extra_evals=prepare_extra_evals(spec, chosen, data_dir))
     runs_root = Path(runs_dir).resolve()
     storage = _storage_dir(runs_root / "ray", name or f"{spec.name}-{budget}", resume)
-    baseline = _constant_baseline(data_path, plan, DataInfo(**plan.data))
+    baseline = constant_baseline(plan)
     study = _open_parent(spec, chosen, uri, runs_root, storage, resume, baseline, plan)
     print(f"study {storage.name}: {chosen.num_trials} trials of {spec.method} on "
-          f"{spec.dataset} ({budget} budget: {chosen.steps} steps at "
+          f"{entry.name} ({budget} budget: {chosen.steps} steps at "
           f"{chosen.image_size[0]}x{chosen.image_size[1]}); MLflow parent run "
           f"{study.parent_run_id}", flush=True)
     if chosen.note:
@@ -429,7 +414,7 @@ def _open_parent(spec, budget, uri, runs_root, storage, resume, baseline, plan):
         return tracking.resume_study(uri, json.loads(state_file.read_text())["parent_run_id"])
     study = tracking.start_study(
         uri, spec.name, runs_root / "mlartifacts", storage.name,
-        {"budget": budget.name, "method": spec.method, "dataset": spec.dataset,
+        {"budget": budget.name, "method": spec.method, "dataset": plan.data["name"],
          "metric": spec.metric, "num_trials": budget.num_trials,
          "image_size": "x".join(map(str, budget.image_size)), "fixed": plan.method_config,
          "train": plan.settings},
@@ -557,6 +542,14 @@ def study_arguments(spec: StudySpec, argv: list[str] | None = None) -> argparse.
     parser.add_argument("--name", help="study folder name (default: <study>-<budget>)")
     parser.add_argument("--data", help="data directory (default: $DEPTHLAB_DATA or "
                         "~/.cache/depthlab)")
+    if spec.fallback_dataset:
+        parser.add_argument("--source", help=f"folder of the {spec.dataset} files (default: "
+                            f"its environment variable; without either the study uses the "
+                            f"embedded {spec.fallback_dataset})")
+    fields = {f.name for f in dataclasses.fields(METHODS.get_or_raise(spec.method).Config)}
+    if "pretrained" in fields:
+        parser.add_argument("--pretrained", help="local torchvision state dict of the backbone "
+                            "(default: random initialisation; nothing is downloaded)")
     parser.add_argument("--trials", type=int, help="number of trials (default: the budget's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="data-parallel Ray Train workers per trial")
@@ -576,8 +569,10 @@ def study_main(spec: StudySpec, argv: list[str] | None = None) -> int:
                             tracking_uri=args.tracking_uri, resume=args.resume, name=args.name,
                             data_dir=args.data, workers=args.workers, gpu=args.gpu,
                             num_trials=args.trials, seed=args.seed,
-                            max_concurrent_trials=args.concurrent)
-    except ValueError as error:
+                            max_concurrent_trials=args.concurrent,
+                            source=getattr(args, "source", None),
+                            pretrained=getattr(args, "pretrained", None))
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return {"FINISHED": 0, "KILLED": 130}.get(outcome.status, 1)

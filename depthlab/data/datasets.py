@@ -76,6 +76,24 @@ def load_split(path: Path | str, split: str) -> SplitArrays:
     )
 
 
+def load_splits(path: Path | str, splits: tuple[str, ...] | list[str]) -> SplitArrays:
+    """Several splits of one prepared dataset as one (e.g. all indoor real frames)."""
+    parts = [load_split(path, name) for name in splits]
+    if len(parts) == 1:
+        return parts[0]
+    for name in ("images", "depth"):
+        if len({getattr(p, name) is None for p in parts}) > 1:
+            raise ValueError(f"{path}: splits {list(splits)} differ in whether they hold {name}")
+    sizes = {a.shape[1:3] for p in parts for a in (p.images, p.depth) if a is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"{path}: splits {list(splits)} hold samples of different sizes "
+                         f"{sorted(sizes)}; prepare the dataset with --size HxW")
+    join = lambda name: (None if getattr(parts[0], name) is None  # noqa: E731
+                         else np.concatenate([getattr(p, name) for p in parts]))
+    return SplitArrays(images=join("images"), depth=join("depth"),
+                       ids=[i for p in parts for i in p.ids])
+
+
 def _images(a: SplitArrays) -> torch.Tensor:
     return torch.from_numpy(a.images).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
 

@@ -19,6 +19,11 @@ class DataInfo:
     display_unit: str  # unit metrics are reported in
     display_scale: float  # metres → display unit
     image_size: tuple[int, int]
+    # Evaluation protocol of the dataset (catalog `[evaluation]`), metres and pixels of
+    # image_size; None = no floor / cap / crop.
+    min_depth_m: float | None = None
+    max_depth_m: float | None = None
+    crop: tuple[int, int, int, int] | None = None  # top, bottom, left, right (half-open)
 
 
 class Method(Protocol):

@@ -1,0 +1,144 @@
+"""One trial without Ray: a plan of plain values → data, method, the one loop.
+
+The same function runs in a test, a benchmark and a Ray Train worker; Ray and
+MLflow stay outside (the caller's `report` decides where metrics go).
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from depthlab.catalog import CatalogEntry
+from depthlab.config import TrainSettings, from_dict
+from depthlab.data.datasets import RandomBatches, SplitArrays, eval_batches, load_splits
+from depthlab.loop import Evaluation, evaluate, fit, resolve_device, score, seed_everything
+from depthlab.methods import METHODS, DataInfo
+from depthlab.nn.optim import Stepper
+
+EVAL_BATCH = 32
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A further evaluation set of a trial: `label/…` metrics on other data (e.g. real frames)."""
+
+    label: str
+    data_path: str
+    splits: tuple[str, ...]
+    data: dict[str, Any]  # its DataInfo as a dict
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything a trial needs, as plain values (it crosses process boundaries)."""
+
+    method: str
+    method_config: dict[str, Any]
+    settings: dict[str, Any]
+    data_path: str
+    data: dict[str, Any]
+    train_splits: tuple[str, str]  # (rgb split, depth split); one name twice = paired data
+    eval_split: str
+    primary: str
+    extra_evals: tuple[dict[str, Any], ...] = field(default_factory=tuple)  # EvalSet dicts
+
+
+def data_info(entry: CatalogEntry, size: tuple[int, int],
+              max_depth_m: float | None = None) -> DataInfo:
+    """The facts a method needs about its dataset, with its evaluation protocol at `size`.
+
+    The protocol's crop is given on `crop_frame` pixels (NYU: 480×640); data
+    prepared at another size gets the crop scaled to it. `max_depth_m`
+    overrides the protocol's cap (real frames scored like the training data).
+    """
+    protocol, metres = entry.evaluation, entry.unit_to_metres
+    crop = protocol.crop
+    if crop is not None and protocol.crop_frame is not None:
+        (h0, w0), (h, w) = protocol.crop_frame, size
+        top, bottom, left, right = crop
+        crop = (round(top * h / h0), round(bottom * h / h0),
+                round(left * w / w0), round(right * w / w0))
+    cap = protocol.max_depth * metres if protocol.max_depth is not None else None
+    floor = protocol.min_depth * metres if protocol.min_depth is not None else None
+    return DataInfo(entry.name, str(entry.version), tuple(entry.depth_range_m),
+                    entry.display_unit, entry.display_scale, tuple(size),
+                    min_depth_m=floor, max_depth_m=max_depth_m or cap, crop=crop)
+
+
+def first(split: SplitArrays, count: int) -> SplitArrays:
+    """The first `count` samples of a split."""
+    take = lambda a: None if a is None else a[:count]  # noqa: E731
+    return replace(split, images=take(split.images), depth=take(split.depth),
+                   ids=split.ids[:count])
+
+
+def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper):
+    """The method object of a plan (config validated by its frozen dataclass)."""
+    method_cls = METHODS.get_or_raise(plan.method)
+    config = from_dict(method_cls.Config, plan.method_config)
+    settings = from_dict(TrainSettings, plan.settings)
+    return method_cls(config, settings, DataInfo(**plan.data), device, stepper), config, settings
+
+
+def training_batches(plan: TrialPlan, batch_size: int, seed: int) -> Iterator:
+    """The endless minibatch stream; the same split name twice means paired samples."""
+    rgb_split, depth_split = plan.train_splits
+    rgb = load_splits(plan.data_path, (rgb_split,))
+    depth = rgb if depth_split == rgb_split else load_splits(plan.data_path, (depth_split,))
+    return RandomBatches(rgb, depth, batch_size, seed=seed)
+
+
+def evaluator(plan: TrialPlan, method, eval_samples: int) -> Callable[[], Evaluation]:
+    """A function scoring the method on the plan's evaluation split and its extra sets."""
+    main = first(load_splits(plan.data_path, (plan.eval_split,)), eval_samples)
+    info = DataInfo(**plan.data)
+    extras = [(e.label, load_splits(e.data_path, tuple(e.splits)), DataInfo(**e.data))
+              for e in (EvalSet(**d) for d in plan.extra_evals)]
+
+    def run_eval() -> Evaluation:
+        result = evaluate(method, eval_batches(main, EVAL_BATCH), info)
+        for label, split, extra_info in extras:
+            extra = evaluate(method, eval_batches(split, EVAL_BATCH), extra_info, keep=0)
+            result.metrics.update({f"{label}/{k}": v for k, v in extra.metrics.items()})
+        return result
+
+    return run_eval
+
+
+def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> Any:
+    """Load data, build the method, run the loop.
+
+    `report(method, step, metrics, evaluation, improved)` is the loop's reporter
+    with the method in front, so a reporter can save its weights.
+    """
+    settings = from_dict(TrainSettings, plan.settings)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    seed_everything(settings.seed + rank)
+    device = resolve_device(settings.device)
+    method, config, _ = build_method(plan, device, Stepper(settings.grad_clip))
+    batches = training_batches(plan, config.batch_size, settings.seed + rank)
+    run_eval = evaluator(plan, method, settings.eval_samples)
+    return fit(method, batches, run_eval, settings, partial(report, method), plan.primary)
+
+
+def constant_baseline(plan: TrialPlan) -> dict[str, float]:
+    """Scores of the trivial predictor (the training depth mean everywhere) on every
+    evaluation set, under the same protocol as the trials."""
+    depth_split = plan.train_splits[1]
+    mean = float(np.nanmean(load_splits(plan.data_path, (depth_split,)).depth))
+    sets = [("", plan.data_path, (plan.eval_split,), plan.data, plan.settings["eval_samples"])]
+    sets += [(f"{e['label']}/", e["data_path"], tuple(e["splits"]), e["data"], None)
+             for e in plan.extra_evals]
+    out = {}
+    for prefix, path, splits, data, count in sets:
+        truth = load_splits(path, splits)
+        truth = first(truth, count) if count else truth
+        scores = score(torch.full_like(torch.from_numpy(truth.depth), mean),
+                       torch.from_numpy(truth.depth), DataInfo(**data))
+        out.update({f"baseline/{prefix}constant_{k}": v for k, v in scores.items()})
+    return out
