@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 from depthlab import tracking
-from depthlab.catalog import list_entries, load_entry
+from depthlab.catalog import UNITS, CatalogEntry, list_entries, load_entry
 from depthlab.data.datasets import read_rows
+from depthlab.data.formats import with_folder_unit
 from depthlab.data.shards import dataset_dir, prepare, read_manifest, verify
 from depthlab.viz import contact_sheet
 
@@ -18,6 +19,12 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size {text!r}: expected HxW, e.g. 64x64") from None
     return height, width
+
+
+def _entry(args: argparse.Namespace) -> CatalogEntry:
+    """The named descriptor; `--unit` re-reads a folder dataset's depth PNGs in that unit."""
+    entry = load_entry(args.name)
+    return with_folder_unit(entry, args.unit) if args.unit else entry
 
 
 def data_list(args: argparse.Namespace) -> int:
@@ -42,7 +49,7 @@ def data_list(args: argparse.Namespace) -> int:
 
 def data_prepare(args: argparse.Namespace) -> int:
     """Materialise a dataset to Parquet shards (reused when already there)."""
-    path = prepare(load_entry(args.name), size=args.size, data_dir=args.data,
+    path = prepare(_entry(args), size=args.size, data_dir=args.data,
                    source=args.source)
     print(path)
     return 0
@@ -50,7 +57,7 @@ def data_prepare(args: argparse.Namespace) -> int:
 
 def data_show(args: argparse.Namespace) -> int:
     """Write a PNG contact sheet of a prepared split: RGB next to colour-mapped depth."""
-    entry = load_entry(args.name)
+    entry = _entry(args)
     path = dataset_dir(entry, args.size, args.data)
     if not (path / "manifest.json").exists():
         print(f"error: {entry.name} is not prepared at {path}; run `depthlab data prepare "
@@ -68,7 +75,7 @@ def data_show(args: argparse.Namespace) -> int:
 
 def data_verify(args: argparse.Namespace) -> int:
     """Recheck a prepared dataset's checksums."""
-    entry = load_entry(args.name)
+    entry = _entry(args)
     path = dataset_dir(entry, args.size or entry.default_size, args.data)
     if not path.exists():
         print(f"error: {entry.name} is not prepared at {path}; run `depthlab data prepare "
@@ -109,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("name", help="catalog name, e.g. synthetic-surface")
             sub.add_argument("--size", type=_size, help="HxW, multiples of 32 (default: the "
                              "catalog's; file datasets without one keep each file's size)")
+            sub.add_argument("--unit", choices=list(UNITS), help="unit of a folder dataset's "
+                             "depth PNGs (default: the catalog's, mm for `folder`)")
         if name == "show":
             sub.add_argument("--split", help="split to show (default: the first)")
             sub.add_argument("--count", type=int, default=8, help="samples to show")

@@ -658,3 +658,6 @@ def nyu_reader(depth_field: str = "depths") -> Reader:
 
 
 READERS.register("nyu-v2-labeled")(nyu_reader())
+
+# Make3D, 7-Scenes, Texas-3DFRD, SURREAL and folder-per-unit readers register themselves there.
+from depthlab.data import formats  # noqa: E402, F401
