@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6}  # unit → metres
+# unit → metres. "relative" is unitless depth (Texas-3DFRD's [0, 1], 1 = near): there is
+# nothing to convert, so its values pass unchanged through the metres field.
+UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "relative": 1.0}
 MODALITIES = ("rgb", "depth", "paired")
 _SAFE = re.compile(r"[A-Za-z0-9._-]+")  # names and versions become directory names
 
@@ -42,6 +44,9 @@ class EvalProtocol:
     max_depth: float | None = None  # the cap (NYU 10 m, Make3D C1 70 m)
     crop: tuple[int, int, int, int] | None = None  # top, bottom, left, right (half-open)
     crop_frame: tuple[int, int] | None = None  # (H, W) the crop's pixels refer to
+    # Paper 004's protocol for relative depth: RMSE/MAE/r pooled over every pixel of the
+    # set, no floor, cap or alignment; else the standard per-image metrics.
+    pooled: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,13 @@ class _Fields:
             raise self.fail(key, expected)
         return value
 
+    def get_bool(self, key: str, default: bool) -> bool:
+        self.used.add(key)
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false")
+        return value
+
     def table_of(self, key: str, required: bool = True) -> "_Fields | None":
         value = self.get(key, dict, "a table", required)
         return None if value is None else _Fields(self.path, value, f"{self.prefix}{key}.")
@@ -187,7 +199,7 @@ def _number_list(f: _Fields, key: str, n: int, kind: type | tuple[type, ...],
 
 
 def _evaluation(top: _Fields) -> EvalProtocol:
-    """The optional [evaluation] table: min_depth, max_depth, crop + crop_frame."""
+    """The optional [evaluation] table: min_depth, max_depth, crop + crop_frame, pooled."""
     table = top.table_of("evaluation", required=False)
     if table is None:
         return EvalProtocol()
@@ -203,9 +215,12 @@ def _evaluation(top: _Fields) -> EvalProtocol:
                                  and 0 <= crop[2] < crop[3] <= frame[1]):
         raise table.fail("crop", f"inside crop_frame {list(frame)} with top < bottom, "
                          "left < right")
+    pooled = table.get_bool("pooled", False)
+    if pooled and (lo is not None or hi is not None or crop is not None):
+        raise table.fail("pooled", "alone: the pooled protocol has no floor, cap or crop")
     table.done()
     return EvalProtocol(None if lo is None else float(lo), None if hi is None else float(hi),
-                        crop, frame)
+                        crop, frame, pooled)
 
 
 def _parse(path: Path) -> CatalogEntry:

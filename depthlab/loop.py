@@ -61,7 +61,7 @@ def score(pred: torch.Tensor, truth: torch.Tensor, data: DataInfo) -> dict[str, 
     """The dataset's protocol: relative depth (paper 004) pooled, no alignment; positive
     depth per image with the catalog's floor, cap and crop. RMSE/MAE in display units."""
     unit, scale = data.display_unit, data.display_scale
-    if data.depth_range_m[0] < 0:
+    if data.pooled:
         raw = compute_signed(pred, truth, scale=scale)
         return {f"rmse_{unit}": raw["rmse"], f"mae_{unit}": raw["mae"], "corr": raw["corr"]}
     cap = data.max_depth_m if data.max_depth_m is not None else data.depth_range_m[1]

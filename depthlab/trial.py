@@ -15,6 +15,7 @@ import torch
 from depthlab.catalog import CatalogEntry
 from depthlab.config import TrainSettings, from_dict
 from depthlab.data.datasets import RandomBatches, SplitArrays, eval_batches, load_splits
+from depthlab.data.transforms import AUGMENTATIONS
 from depthlab.loop import Evaluation, evaluate, fit, resolve_device, score, seed_everything
 from depthlab.methods import METHODS, DataInfo
 from depthlab.nn.optim import Stepper
@@ -66,7 +67,8 @@ def data_info(entry: CatalogEntry, size: tuple[int, int],
     floor = protocol.min_depth * metres if protocol.min_depth is not None else None
     return DataInfo(entry.name, str(entry.version), tuple(entry.depth_range_m),
                     entry.display_unit, entry.display_scale, tuple(size),
-                    min_depth_m=floor, max_depth_m=max_depth_m or cap, crop=crop)
+                    min_depth_m=floor, max_depth_m=max_depth_m or cap, crop=crop,
+                    pooled=protocol.pooled)
 
 
 def first(split: SplitArrays, count: int) -> SplitArrays:
@@ -84,12 +86,14 @@ def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper):
     return method_cls(config, settings, DataInfo(**plan.data), device, stepper), config, settings
 
 
-def training_batches(plan: TrialPlan, batch_size: int, seed: int) -> Iterator:
-    """The endless minibatch stream; the same split name twice means paired samples."""
+def training_batches(plan: TrialPlan, config: Any, seed: int) -> Iterator:
+    """The endless, augmented minibatch stream of a method config (`batch_size`,
+    `augmentation`); the same split name twice means paired samples."""
     rgb_split, depth_split = plan.train_splits
     rgb = load_splits(plan.data_path, (rgb_split,))
     depth = rgb if depth_split == rgb_split else load_splits(plan.data_path, (depth_split,))
-    return RandomBatches(rgb, depth, batch_size, seed=seed)
+    return RandomBatches(rgb, depth, config.batch_size, seed=seed,
+                         augmentation=AUGMENTATIONS.get_or_raise(config.augmentation))
 
 
 def evaluator(plan: TrialPlan, method, eval_samples: int) -> Callable[[], Evaluation]:
@@ -121,7 +125,7 @@ def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> 
     seed_everything(settings.seed + rank)
     device = resolve_device(settings.device)
     method, config, _ = build_method(plan, device, Stepper(settings.grad_clip))
-    batches = training_batches(plan, config.batch_size, settings.seed + rank)
+    batches = training_batches(plan, config, settings.seed + rank)
     run_eval = evaluator(plan, method, settings.eval_samples)
     return fit(method, batches, run_eval, settings, partial(report, method), plan.primary)
 

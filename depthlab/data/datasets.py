@@ -17,6 +17,7 @@ from PIL import Image
 
 from depthlab.data.batch import DepthBatch
 from depthlab.data.shards import shard_files
+from depthlab.data.transforms import AUGMENTATIONS, Augmentation
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,12 +103,6 @@ def _depth(a: SplitArrays) -> torch.Tensor:
     return torch.from_numpy(a.depth).unsqueeze(1).contiguous()  # (N, 1, H, W) metres
 
 
-def _flip(x: torch.Tensor, horizontal: torch.Tensor, vertical: torch.Tensor) -> torch.Tensor:
-    """Flip each sample of (B, C, H, W) where its flag is set."""
-    x = torch.where(horizontal[:, None, None, None], x.flip(-1), x)
-    return torch.where(vertical[:, None, None, None], x.flip(-2), x)
-
-
 class RandomBatches:
     """An endless, seeded stream of random minibatches.
 
@@ -115,12 +110,13 @@ class RandomBatches:
     independently, as in the paper's unsupervised training (`paired=False`).
     Paired (`rgb is depth`): one draw of indices for both (`paired=True`).
     Within a batch, samples are distinct unless the batch is larger than the
-    split. Augmentation: random horizontal and vertical flips, independent per
-    sample, identical for image and depth of a paired sample.
+    split. `augmentation` (a `transforms.Augmentation`, default random h/v
+    flips) moves image and depth of a paired sample together.
     """
 
     def __init__(self, rgb: SplitArrays, depth: SplitArrays, batch_size: int, seed: int,
-                 augment: bool = True, device: torch.device | str = "cpu"):
+                 augmentation: Augmentation | None = None,
+                 device: torch.device | str = "cpu"):
         if rgb.images is None:
             raise ValueError("RandomBatches: the rgb split holds no images")
         if depth.depth is None:
@@ -128,7 +124,8 @@ class RandomBatches:
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.paired = rgb is depth
-        self.batch_size, self.augment = batch_size, augment
+        self.batch_size = batch_size
+        self.augmentation = augmentation or AUGMENTATIONS["flips"]
         self.generator = torch.Generator().manual_seed(seed)
         self.images = _images(rgb).to(device)  # uint8 until batched: 4× less memory
         self.depth = _depth(depth).to(device)
@@ -142,30 +139,19 @@ class RandomBatches:
             return torch.randperm(n, generator=self.generator)[: self.batch_size]
         return torch.randint(n, (self.batch_size,), generator=self.generator)
 
-    def _flags(self) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.batch_size
-        if not self.augment:
-            off = torch.zeros(b, dtype=torch.bool)
-            return off, off
-        return (torch.rand(b, generator=self.generator) < 0.5,
-                torch.rand(b, generator=self.generator) < 0.5)
-
     def __next__(self) -> DepthBatch:
         i_rgb = self._indices(len(self.rgb_ids))
         i_depth = i_rgb if self.paired else self._indices(len(self.depth_ids))
-        flips_rgb = self._flags()
-        flips_depth = flips_rgb if self.paired else self._flags()
         device = self.images.device
         image = self.images[i_rgb.to(device)].float().div_(255.0)
         depth = self.depth[i_depth.to(device)]
-        image = _flip(image, *(f.to(device) for f in flips_rgb))
-        depth = _flip(depth, *(f.to(device) for f in flips_depth))
         if self.paired:
             ids = [self.rgb_ids[i] for i in i_rgb.tolist()]
         else:  # "rgb id|depth id": the two halves of an unpaired batch are unrelated
             ids = [f"{self.rgb_ids[a]}|{self.depth_ids[b]}"
                    for a, b in zip(i_rgb.tolist(), i_depth.tolist(), strict=True)]
-        return DepthBatch(image=image, depth=depth, paired=self.paired, ids=ids)
+        batch = DepthBatch(image=image, depth=depth, paired=self.paired, ids=ids)
+        return self.augmentation.apply(batch, self.generator)
 
 
 def eval_batches(split: SplitArrays, batch_size: int) -> Iterator[DepthBatch]:

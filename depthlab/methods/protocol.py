@@ -24,6 +24,7 @@ class DataInfo:
     min_depth_m: float | None = None
     max_depth_m: float | None = None
     crop: tuple[int, int, int, int] | None = None  # top, bottom, left, right (half-open)
+    pooled: bool = False  # paper 004's pooled relative-depth protocol (catalog `pooled`)
 
 
 class Method(Protocol):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from depthlab.config import TrainSettings, require, require_positive
 from depthlab.data.batch import DepthBatch
+from depthlab.data.transforms import AUGMENTATIONS
 from depthlab.methods.protocol import DataInfo
 from depthlab.methods.registry import register
 from depthlab.nn import CRITICS, GENERATORS, build_critic, build_generator
@@ -81,11 +82,13 @@ class Config:
     pool_size: int = 0
     drift: float = 0.0
     gp_patch_sum: bool = False
+    augmentation: str = "surface"  # §4.1: random crop, flips, gamma (data/transforms.py)
 
     def __post_init__(self) -> None:
         owner = "wgan_perceptual.Config"
         CRITICS.get_or_raise(self.critic)
         GENERATORS.get_or_raise(self.generator)
+        AUGMENTATIONS.get_or_raise(self.augmentation)
         require(self.reconstruction in RECONSTRUCTIONS, owner, "reconstruction",
                 self.reconstruction, f"one of {RECONSTRUCTIONS}")
         require(self.gamma_schedule in GAMMA_SCHEDULES, owner, "gamma_schedule",
