@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -83,6 +84,10 @@ class Budget:
     # The study's metric for this budget, when it differs from the paper's (short runs).
     metric: str | None = None
     mode: str | None = None
+    # A search space (and its starting points) for this budget, when the study's is sized
+    # for the paper's networks (a CPU budget searching pix2pixHD's ngf 64 would not fit).
+    search_space: Callable[[Any], dict | None] | None = None
+    points_to_evaluate: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         require_positive(f"Budget[{self.name}]", steps=self.steps, eval_every=self.eval_every,

@@ -57,6 +57,7 @@ class StudySpec:
     # Used when `dataset`'s files are not given (no --source, no environment variable).
     fallback_dataset: str | None = None
     extra_evals: tuple["ExtraEval", ...] = ()
+    shown_metrics: tuple[str, ...] = ()  # leaderboard columns (default: every best/ metric)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ class ExtraEval:
     dataset: str
     splits: tuple[str, ...]
     max_depth_m: float | None = None  # cap, when it should differ from the dataset's protocol
+
+
+# The indoor frames of the developers' real bundle (7-Scenes, NYU v2 demo, Middlebury),
+# scored with NYU's 10 m cap: how a model trained on rooms or NYU does on real cameras.
+REAL_INDOOR = ExtraEval("real", "real-samples",
+                        ("sevenscenes_redkitchen", "nyu_demo", "middlebury2014_q"),
+                        max_depth_m=10.0)
 
 
 # ---------------------------------------------------------------- inside Ray workers
@@ -155,8 +163,11 @@ def _trial_driver(config: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- the driver
 
-def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun):
-    """A Tune callback ending each trial's child run in its final state (driver side)."""
+def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,
+                         shown: tuple[str, ...] = ()):
+    """A Tune callback ending each trial's child run in its final state (driver side);
+    it prints each evaluation's `shown` metrics (default: every eval/ metric)."""
+    names = {m.split("/", 1)[1] for m in shown}
     from ray import tune
 
     class CloseRuns(tune.Callback):
@@ -168,7 +179,8 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             metric = [f"{k.split('/', 1)[1]} {v:.3g}" for k, v in result.items()
-                      if k.startswith("eval/") and isinstance(v, float)]
+                      if k.startswith("eval/") and isinstance(v, float)
+                      and (not names or k.split("/", 1)[1] in names)]
             print(f"  {trial.trial_id} step {result.get('step', 0):>5}/{total_steps}  "
                   + "  ".join(metric), flush=True)
 
@@ -350,6 +362,9 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
         chosen = replace(chosen, num_trials=num_trials)
     if chosen.metric:
         spec = replace(spec, metric=chosen.metric, mode=chosen.mode)
+    if chosen.search_space:
+        spec = replace(spec, search_space=chosen.search_space,
+                       points_to_evaluate=list(chosen.points_to_evaluate))
     if workers < 1:
         raise ValueError(f"--workers = {workers}: expected >= 1")
     if max_concurrent_trials is not None and max_concurrent_trials < 1:
@@ -453,16 +468,15 @@ def _tune(spec, budget, plan, study, storage, scaling, resume, seed):
                                     max_concurrent_trials=scaling["concurrent"]),
         run_config=tune.RunConfig(
             name=storage.name, storage_path=str(storage.parent), verbose=0,
-            callbacks=[_close_runs_callback(study.tracking_uri, budget.steps, study)]),
+            callbacks=[_close_runs_callback(study.tracking_uri, budget.steps, study,
+                                            spec.shown_metrics)]),
     )
     return tuner.fit()
 
 
 # ---------------------------------------------------------------- reporting
 
-SHOWN_PARAMS = ("method.critic", "method.generator", "method.reconstruction",
-                "method.critic_lr", "method.generator_lr", "method.rec_weight",
-                "method.batch_size", "train.grad_clip")
+MAX_SHOWN_PARAMS = 8
 
 
 def leaderboard(uri: str, study: tracking.StudyRun, metric: str, mode: str,
@@ -473,8 +487,8 @@ def leaderboard(uri: str, study: tracking.StudyRun, metric: str, mode: str,
         value = run.data.metrics.get(metric)
         rows.append({"run_id": run.info.run_id, "name": run.info.run_name,
                      "status": run.info.status, "value": value,
-                     "params": {k: run.data.params.get(k) for k in SHOWN_PARAMS
-                                if k in run.data.params},
+                     "params": {k: v for k, v in run.data.params.items()
+                                if k.startswith(("method.", "train."))},
                      "metrics": {k: v for k, v in run.data.metrics.items()
                                  if k.startswith(("best/", "eval/"))},
                      "tags": {k: v for k, v in run.data.tags.items()
@@ -483,6 +497,20 @@ def leaderboard(uri: str, study: tracking.StudyRun, metric: str, mode: str,
     rows.sort(key=lambda r: (r["value"] is None or not math.isfinite(r["value"]),
                              sign * (r["value"] or 0)))
     return rows[:top] if top else rows
+
+
+def baseline_key(metric: str) -> str:
+    """The constant predictor's entry: best/real/rmse_m → baseline/real/constant_rmse_m."""
+    *label, name = metric.split("/", 1)[1].split("/")
+    return "/".join(["baseline", *label, f"constant_{name}"])
+
+
+def varied_params(rows: list[dict[str, Any]]) -> list[str]:
+    """The parameters whose values differ between trials (what the search chose), in name
+    order, at most MAX_SHOWN_PARAMS."""
+    keys = sorted({k for r in rows for k in r["params"]})
+    varied = [k for k in keys if len({r["params"].get(k) for r in rows}) > 1]
+    return varied[:MAX_SHOWN_PARAMS]
 
 
 def _short(value: Any) -> str:
@@ -502,8 +530,9 @@ def print_summary(outcome: StudyOutcome, spec: StudySpec, budget: Budget, top: i
     print(f"\n{spec.name} ({budget.name}): {outcome.status} in {outcome.wall_seconds:.0f} s, "
           f"{len(outcome.leaderboard)} trial runs")
     if board:
-        metric_keys = sorted({k for r in board for k in r["metrics"] if k.startswith("best/")})
-        param_keys = [k for k in SHOWN_PARAMS if any(k in r["params"] for r in board)]
+        metric_keys = list(spec.shown_metrics) or sorted(
+            {k for r in board for k in r["metrics"] if k.startswith("best/")})
+        param_keys = varied_params(outcome.leaderboard)
         header = ["#", "status"] + [k.split(".", 1)[1] for k in param_keys] + metric_keys
         lines = [header]
         for i, row in enumerate(board, 1):
@@ -517,8 +546,10 @@ def print_summary(outcome: StudyOutcome, spec: StudySpec, budget: Budget, top: i
         for line in lines:
             print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
         print("(* = stopped early by ASHA)")
+    shown = {baseline_key(m) for m in spec.shown_metrics}
     for key, value in outcome.baseline.items():
-        print(f"{key}: {value:.3f}  (a constant prediction of the training mean)")
+        if not shown or key in shown:
+            print(f"{key}: {value:.3f}  (a constant prediction of the training mean)")
     if outcome.best_run_id:
         print(f"best run: {outcome.best_run_id}")
     command, link = tracking.ui_hint(outcome.study.tracking_uri, outcome.study.experiment_id)

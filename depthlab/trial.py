@@ -78,12 +78,14 @@ def first(split: SplitArrays, count: int) -> SplitArrays:
                    ids=split.ids[:count])
 
 
-def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper):
+def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper,
+                 train_samples: int = 0):
     """The method object of a plan (config validated by its frozen dataclass)."""
     method_cls = METHODS.get_or_raise(plan.method)
     config = from_dict(method_cls.Config, plan.method_config)
     settings = from_dict(TrainSettings, plan.settings)
-    return method_cls(config, settings, DataInfo(**plan.data), device, stepper), config, settings
+    data = replace(DataInfo(**plan.data), train_samples=train_samples)
+    return method_cls(config, settings, data, device, stepper), config, settings
 
 
 def training_batches(plan: TrialPlan, config: Any, seed: int) -> Iterator:
@@ -124,8 +126,9 @@ def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> 
         torch.set_num_threads(settings.threads)
     seed_everything(settings.seed + rank)
     device = resolve_device(settings.device)
-    method, config, _ = build_method(plan, device, Stepper(settings.grad_clip))
+    config = from_dict(METHODS.get_or_raise(plan.method).Config, plan.method_config)
     batches = training_batches(plan, config, settings.seed + rank)
+    method, _, _ = build_method(plan, device, Stepper(settings.grad_clip), batches.samples)
     run_eval = evaluator(plan, method, settings.eval_samples)
     return fit(method, batches, run_eval, settings, partial(report, method), plan.primary)
 

@@ -131,6 +131,11 @@ class RandomBatches:
         self.depth = _depth(depth).to(device)
         self.rgb_ids, self.depth_ids = rgb.ids, depth.ids
 
+    @property
+    def samples(self) -> int:
+        """Training samples per epoch (the RGB side of an unpaired stream)."""
+        return len(self.rgb_ids)
+
     def __iter__(self) -> "RandomBatches":
         return self
 

@@ -1,6 +1,7 @@
 """Methods, one module per paper; importing this package registers them all."""
 
-from depthlab.methods import wgan_perceptual  # noqa: F401  (registers "wgan_perceptual")
+# Each import registers its method under the name it gives @register.
+from depthlab.methods import fcn_vgg, multiscale, pix2pixhd, wgan_perceptual  # noqa: F401
 from depthlab.methods.protocol import DataInfo, Method
 from depthlab.methods.registry import METHODS
 

@@ -25,6 +25,7 @@ class DataInfo:
     max_depth_m: float | None = None
     crop: tuple[int, int, int, int] | None = None  # top, bottom, left, right (half-open)
     pooled: bool = False  # paper 004's pooled relative-depth protocol (catalog `pooled`)
+    train_samples: int = 0  # size of the training split (epochs in steps); 0 = unknown
 
 
 class Method(Protocol):

@@ -31,7 +31,18 @@ def vgg_features(depth: int, width: float = 1.0, pretrained: str | Path | None =
     features = make_layers(_scaled(cfgs[VGG_CONFIGS[depth]], width), batch_norm=False)
     if pretrained is not None:
         load_vgg_weights(features, depth, pretrained)
+    else:
+        _torchvision_init(features)
     return features
+
+
+def _torchvision_init(features: nn.Sequential) -> None:
+    """torchvision's VGG init (`VGG.__init__`): He normal, fan_out; zero bias. PyTorch's
+    default conv init shrinks activations through 13–16 plain convs to nearly zero."""
+    for module in features.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
 
 
 def load_vgg_weights(features: nn.Sequential, depth: int, path: str | Path) -> None:

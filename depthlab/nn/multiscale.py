@@ -17,8 +17,12 @@ are exactly H/2 before pooling, and pad the stride-1 max-pool of 3.1 by one zero
 column at the bottom/right (after a ReLU that is TF 'same' pooling), so every resize is
 the poster's exact ×2 (skip 1.1, scale 2 → 3) or ×4 (skip 1.2). Resizes are bilinear with
 align_corners=True, the code's `UpsamplingBilinear2d`. Only the convs 2.x, 3.x and VGG's
-own convs have ReLUs; the skips and FCs are linear, as in the code. New layers keep
-PyTorch's default initialisation (the code's); the network does not normalise its input.
+own convs have ReLUs; the skips and FCs are linear, as in the code. New layers start
+He-normal with zero bias (`init="he"`, our choice: the paper is silent); `init="torch"`
+keeps PyTorch's default as the code does, under which activations shrink layer by layer
+and the ReLU output (2.9) starts at exactly zero everywhere (measured at width 0.25: the
+mean |input| of 2.9 is 0.016 and its bias −0.04), the "all zero predictions" the poster
+reports. The network does not normalise its input.
 """
 
 from pathlib import Path
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from depthlab.nn.backbones import vgg_features, vgg_stage_ends
+from depthlab.nn.blocks import he_init_
 
 # Per-layer Adam learning rates of the reference trainer (METHODS §3), by `layer_groups()` name.
 REFERENCE_LR = {
@@ -46,6 +51,7 @@ STAGE_GROUPS = {
     1: ("vgg", "fc", "skip", "conv2_1", "conv2_2_to_2_8", "conv2_9"),
     2: ("conv3_1", "conv3_2_to_3_5", "conv3_6"),
 }
+INITS = ("he", "torch")  # of the layers after VGG (see the module docstring)
 SIZE_MULTIPLE = 32  # VGG-16's five 2× pools
 # The nearest multiple of 32 to the code's 92×120 input (`Rmrc.dim()`): our paper size.
 PAPER_IMAGE_SIZE = (96, 128)
@@ -100,8 +106,10 @@ class MultiScaleNet(nn.Module):
     """
 
     def __init__(self, image_size: tuple[int, int], width: float = 1.0, skips: bool = True,
-                 pretrained: str | Path | None = None):
+                 pretrained: str | Path | None = None, init: str = "he"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.image_size = _check_image_size(image_size)
         h, w = self.image_size
         self.scale2_size = (h // 4, w // 4)
@@ -136,6 +144,11 @@ class MultiScaleNet(nn.Module):
         self.conv3_2 = nn.Sequential(*_conv_relu(c96, c64))
         self.conv3_3_5 = _conv_stack(c64 + 1, c64, 3)
         self.conv3_6 = nn.Sequential(*_conv_relu(c64, 1))
+        if init == "he":
+            for module in self._group_modules().values():
+                for m in module:
+                    if m is not self.vgg:
+                        he_init_(m)
 
     def _vgg_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """pool3, pool4 and pool5 outputs of the VGG stack."""
