@@ -48,9 +48,10 @@ def data_list(args: argparse.Namespace) -> int:
 
 
 def data_prepare(args: argparse.Namespace) -> int:
-    """Materialise a dataset to Parquet shards (reused when already there)."""
+    """Materialise a dataset to Parquet shards (reused when already there, resumed when
+    interrupted), on local processes or as Ray tasks on a cluster."""
     path = prepare(_entry(args), size=args.size, data_dir=args.data,
-                   source=args.source)
+                   source=args.source, workers=args.workers, address=args.address)
     print(path)
     return 0
 
@@ -125,6 +126,14 @@ def parser() -> argparse.ArgumentParser:
         if name == "prepare":
             sub.add_argument("--source", help="folder of a file dataset (default: its "
                              "environment variable or the catalog's path)")
+            sub.add_argument("--workers", type=int, metavar="N", help="processes building "
+                             "shards at once (default: one per core; 1: in this process; "
+                             "with --address: Ray tasks in flight, default as the cluster "
+                             "allows)")
+            sub.add_argument("--address", metavar="ADDR", help="build the shards as Ray tasks "
+                             "on this running cluster (e.g. auto or HOST:6379; default: local "
+                             "processes); --data must then be storage every node shares. An "
+                             "interrupted build resumes from its finished shards")
         sub.add_argument("--data", help="data directory (default: $DEPTHLAB_DATA or "
                          "~/.cache/depthlab)")
         sub.set_defaults(handler=handler)

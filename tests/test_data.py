@@ -181,7 +181,8 @@ def test_verify_detects_a_corrupted_and_a_missing_shard(prepared, tmp_path):
     assert shards.verify(prepared) == []
 
 
-def test_interrupted_prepare_leaves_nothing_and_a_rerun_succeeds(entry, data_dir, monkeypatch):
+def test_interrupted_prepare_leaves_no_dataset_and_a_rerun_succeeds(entry, data_dir,
+                                                                    monkeypatch):
     calls = []
 
     def failing(seed, size):
@@ -195,7 +196,10 @@ def test_interrupted_prepare_leaves_nothing_and_a_rerun_succeeds(entry, data_dir
         shards.prepare(entry, size=SIZE, counts=COUNTS, progress=False)
     target = shards.dataset_dir(entry, SIZE, counts=COUNTS)
     assert not target.exists()
-    assert [p.name for p in target.parent.iterdir()] == [f".{target.name}.lock"]
+    # Only the lock and the hidden partial build (finished shards, kept for the rerun).
+    names = sorted(p.name for p in target.parent.iterdir())
+    assert len(names) == 2, names
+    assert names[0] == f".{target.name}.lock" and names[1].startswith(f".{target.name}.partial-")
 
     monkeypatch.setitem(shards.GENERATORS, "synthetic-surface", surface.generate)
     assert shards.prepare(entry, size=SIZE, counts=COUNTS, progress=False) == target

@@ -5,10 +5,25 @@ Layout: `<data>/<name>/v<version>/<H>x<W>/<split>-<k:05d>.parquet` plus
 bytes), depth (float32 little-endian metres, NaN = invalid), height, width,
 intrinsics, source, checksum (sha256 of rgb + depth bytes).
 
-A build happens in a temporary sibling directory that is renamed into place
-at the end, under an exclusive `flock`, so concurrent callers (two Ray trials)
-build once and an interrupted build leaves nothing behind: the next call
-removes any stale temporary directory and starts clean.
+Shard k of a split holds the split's samples (seeds or file keys)
+[k·SHARD_ROWS, (k+1)·SHARD_ROWS), less any all-invalid depth maps skipped (a
+shard left with none writes no file and is not listed). A shard is thus a
+pure function of (descriptor, size, split, k, source folder): shards are
+built in any order, by any process (`parallel.py`: local processes or Ray
+tasks), and a finished one can be reused.
+
+A build happens under an exclusive `flock` (concurrent callers such as two
+Ray trials build once) in a hidden work folder next to the target,
+`.<target>.partial-<identity>`, named by a hash of everything the shards
+depend on. Each shard is written under a temporary name, renamed, and then
+gets a sidecar `<split>-<k:05d>.json` (rows, sha256, skipped samples): a shard
+without its sidecar is unfinished. When all are there, the manifest is
+written and the folder renamed into place. An interrupted build therefore
+leaves nothing at the target and no half-written file under a shard's final
+name; its finished shards are kept in the hidden partial folder, and a rerun
+with the same identity keeps them (after checking their sha256) and builds
+only the rest. Partial folders of other identities for the same target are
+removed. On a cluster the data directory must be storage every node shares.
 """
 
 import contextlib
@@ -19,10 +34,10 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import replace
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,11 +48,13 @@ from PIL import Image
 
 from depthlab.catalog import CatalogEntry, SplitSpec, load_entry
 from depthlab.data import rooms, surface
-from depthlab.data.readers import READERS, Sample
+from depthlab.data.parallel import run_tasks
+from depthlab.data.readers import READERS, Reader, Sample
 from depthlab.registry import Registry
 
 SCHEMA_VERSION = 1
-SHARD_ROWS = 256
+SHARD_ROWS = 256  # samples per shard, the unit of parallel work and of resuming
+ROW_GROUP_ROWS = 64  # samples a worker holds decoded at once
 SIZE_MULTIPLE = 32  # generator networks downsample 5 times
 MANIFEST = "manifest.json"
 _META_KEY = b"depthlab.schema_version"
@@ -183,13 +200,14 @@ def _encode(spec: SplitSpec, sample_id: str, rgb: np.ndarray | None,
             "source": source, "checksum": row_checksum(rgb_bytes, depth_bytes)}
 
 
-def _generated_rows(entry: CatalogEntry, spec: SplitSpec,
-                    size: tuple[int, int]) -> Iterator[dict]:
+def _generated_rows(entry: CatalogEntry, spec: SplitSpec, size: tuple[int, int],
+                    generate: Callable, positions: range) -> Iterator[dict]:
+    """Rows of the samples at `positions` of a generated split (seed = offset + position)."""
     intrinsics = (None if entry.intrinsics is None  # the descriptor's are for default_size
                   else scale_intrinsics(entry.intrinsics, entry.default_size, size))
-    for index in range(spec.count):
+    for index in positions:
         seed = spec.seed_offset + index
-        rgb, depth = GENERATORS.get_or_raise(entry.generator)(seed, size)
+        rgb, depth = generate(seed, size)
         if rgb.shape != (*size, 3) or rgb.dtype != np.uint8 or depth.shape != size:
             raise ValueError(f"generator {entry.generator!r} returned rgb {rgb.shape} "
                              f"{rgb.dtype}, depth {depth.shape}; expected {(*size, 3)} uint8 "
@@ -230,14 +248,11 @@ def scale_intrinsics(k: tuple[float, ...], from_size: tuple[int, int],
     return tuple(float(v) for v in m.ravel())
 
 
-def _file_rows(entry: CatalogEntry, spec: SplitSpec, size: tuple[int, int] | None,
-               root: Path, skipped: list[str]) -> Iterator[dict]:
-    """Rows of a file split; all-invalid depth maps are skipped and noted in `skipped`."""
-    reader = READERS.get_or_raise(entry.reader)
-    keys = reader.index(root, spec.name)
-    if not keys:
-        raise ValueError(f"dataset {entry.name!r}: split {spec.name!r} is empty in {root}")
-    for key in keys[: spec.count or None]:
+def _file_rows(spec: SplitSpec, size: tuple[int, int] | None, root: Path, reader: Reader,
+               keys: tuple[str, ...], skipped: list[str]) -> Iterator[dict]:
+    """Rows of some keys of a file split; all-invalid depth maps are skipped and noted in
+    `skipped`."""
+    for key in keys:
         sample = reader.read(root, key)
         if spec.modality in ("rgb", "paired") and sample.rgb is None or (
                 spec.modality in ("depth", "paired") and sample.depth is None):
@@ -251,6 +266,15 @@ def _file_rows(entry: CatalogEntry, spec: SplitSpec, size: tuple[int, int] | Non
         yield _encode(spec, key, sample.rgb, sample.depth, sample.intrinsics, sample.source)
 
 
+def _split_keys(entry: CatalogEntry, spec: SplitSpec, reader: Reader,
+                root: Path) -> tuple[str, ...]:
+    """The keys a file split is built from: the reader's, the first `count` when given."""
+    keys = reader.index(root, spec.name)
+    if not keys:
+        raise ValueError(f"dataset {entry.name!r}: split {spec.name!r} is empty in {root}")
+    return tuple(keys[: spec.count or None])
+
+
 def _chunks(rows: Iterator[dict], n: int) -> Iterator[list[dict]]:
     chunk = []
     for row in rows:
@@ -262,19 +286,196 @@ def _chunks(rows: Iterator[dict], n: int) -> Iterator[list[dict]]:
         yield chunk
 
 
-def _build(entry: CatalogEntry, size: tuple[int, int] | None, splits: tuple[SplitSpec, ...],
-           out: Path, progress: bool, root: Path | None) -> None:
-    manifest_splits = {}
-    shown = "native size" if size is None else f"{size[0]}x{size[1]}"
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one process needs to build shard `index` of a split (picklable)."""
+
+    entry: CatalogEntry
+    spec: SplitSpec
+    index: int
+    size: tuple[int, int] | None
+    samples: range | tuple[str, ...]  # positions in a generated split, or file keys
+    out: str  # the build's partial folder (shared storage on a cluster)
+    generate: Callable | None = None  # resolved here, so workers need no registry lookup
+    reader: Reader | None = None
+    root: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}-{self.index:05d}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_shard(rows: Iterator[dict], path: Path) -> int:
+    """Rows to a zstd Parquet file through a temporary name; the row count (0: no file)."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    writer, count = None, 0
+    try:
+        # Row groups bound a worker's memory to ROW_GROUP_ROWS decoded samples.
+        for group in _chunks(rows, ROW_GROUP_ROWS):
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd")
+            writer.write_table(pa.Table.from_pylist(group, schema=SCHEMA))
+            count += len(group)
+        if writer is not None:
+            writer.close()
+            writer = None
+            os.replace(tmp, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def build_shard(task: ShardTask) -> dict:
+    """Write one shard, then its sidecar (which marks it finished); return the sidecar."""
+    out, skipped = Path(task.out), []
+    rows = (_generated_rows(task.entry, task.spec, task.size, task.generate, task.samples)
+            if task.reader is None
+            else _file_rows(task.spec, task.size, Path(task.root), task.reader, task.samples,
+                            skipped))
+    file = f"{task.name}.parquet"
+    count = _write_shard(rows, out / file)
+    done = {"shard": task.name, "split": task.spec.name, "file": file if count else None,
+            "rows": count, "sha256": _sha256_file(out / file) if count else None,
+            "skipped": skipped}
+    _write_atomically(out / f"{task.name}.json", json.dumps(done).encode())
+    return done
+
+
+def _finished(task: ShardTask) -> dict | None:
+    """The sidecar of a shard an earlier run finished, if the shard is intact."""
+    out = Path(task.out)
+    try:
+        done = json.loads((out / f"{task.name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if done.get("rows") and not ((out / done["file"]).is_file()
+                                 and _sha256_file(out / done["file"]) == done["sha256"]):
+        return None
+    return done
+
+
+def _identity(entry: CatalogEntry, size: tuple[int, int] | None,
+              splits: tuple[SplitSpec, ...], root: Path | None,
+              keys: Mapping[str, tuple[str, ...]]) -> str:
+    """A hash of everything the shards depend on: equal identities may share shards."""
+    facts = {"schema": SCHEMA_VERSION, "shard_rows": SHARD_ROWS,
+             "entry": repr(entry),  # every descriptor fact: an edited one reuses nothing
+             "size": size, "splits": [[s.name, s.modality, s.count, s.seed_offset]
+                                      for s in splits],
+             "source": None if root is None else str(root),
+             "keys": {k: hashlib.sha256("\n".join(v).encode()).hexdigest()
+                      for k, v in sorted(keys.items())}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plan(entry: CatalogEntry, size: tuple[int, int] | None, splits: tuple[SplitSpec, ...],
+          out: Path, generate: Callable | None, reader: Reader | None, root: Path | None,
+          keys: Mapping[str, tuple[str, ...]]) -> list[ShardTask]:
+    """The build's shards, in manifest order (split by split, k = 0, 1, …)."""
+    tasks = []
     for spec in splits:
-        start_time, shards, skipped = time.perf_counter(), [], []
-        rows = (_generated_rows(entry, spec, size) if root is None
-                else _file_rows(entry, spec, size, root, skipped))
-        for k, chunk in enumerate(_chunks(rows, SHARD_ROWS)):
-            name = f"{spec.name}-{k:05d}.parquet"
-            pq.write_table(pa.Table.from_pylist(chunk, schema=SCHEMA), out / name,
-                           compression="zstd")
-            shards.append({"file": name, "rows": len(chunk), "sha256": _sha256_file(out / name)})
+        samples = range(spec.count) if reader is None else keys[spec.name]
+        for k, start in enumerate(range(0, len(samples), SHARD_ROWS)):
+            tasks.append(ShardTask(entry, spec, k, size, samples[start:start + SHARD_ROWS],
+                                   str(out), generate, reader,
+                                   None if root is None else str(root)))
+    return tasks
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class _Progress:
+    """Samples done / total, rate, ETA and per-split counts on stderr: one line rewritten in
+    place on a terminal, else a new line every ~10 %; silent when not enabled."""
+
+    def __init__(self, label: str, totals: dict[str, int], done: dict[str, int],
+                 enabled: bool):
+        self.label, self.totals, self.done, self.enabled = label, totals, dict(done), enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.resumed, self.started = sum(done.values()), time.perf_counter()
+        self.shown_decile, self.width = -1, 0
+
+    def line(self) -> str:
+        done, total = sum(self.done.values()), sum(self.totals.values())
+        elapsed = time.perf_counter() - self.started
+        rate = (done - self.resumed) / elapsed if elapsed > 0 and done > self.resumed else 0.0
+        eta = _clock((total - done) / rate) if rate else "?"
+        splits = ", ".join(f"{k} {self.done[k]}/{v}" for k, v in self.totals.items())
+        return (f"{self.label}: {done}/{total} samples ({100 * done / total:.0f} %), "
+                f"{rate:.0f} samples/s, ETA {eta} [{splits}]")
+
+    def show(self) -> None:
+        if not self.enabled:
+            return
+        done, total = sum(self.done.values()), sum(self.totals.values())
+        decile = 10 * done // total
+        if self.tty:
+            text = self.line()
+            print("\r" + text.ljust(self.width), end="", file=sys.stderr, flush=True)
+            self.width = len(text)
+        elif decile > self.shown_decile:
+            print(self.line(), file=sys.stderr, flush=True)
+        self.shown_decile = max(self.shown_decile, decile)
+
+    def advance(self, split: str, samples: int) -> None:
+        self.done[split] += samples
+        self.show()
+
+    def close(self) -> None:
+        if self.tty and self.width:
+            print(file=sys.stderr, flush=True)
+
+
+def _build(tasks: list[ShardTask], entry: CatalogEntry, size: tuple[int, int] | None,
+           splits: tuple[SplitSpec, ...], root: Path | None, out: Path, progress: bool,
+           workers: int | None, address: str | None) -> None:
+    """Build the shards `out` lacks (reusing finished ones), then write the manifest."""
+    started = time.perf_counter()
+    finished = {t.name: done for t in tasks if (done := _finished(t)) is not None}
+    todo = [t for t in tasks if t.name not in finished]
+    shown = "native size" if size is None else f"{size[0]}x{size[1]}"
+    label = f"depthlab: {entry.name} v{entry.version} {shown}"
+    totals = {s.name: 0 for s in splits}
+    reused = dict(totals)
+    for t in tasks:
+        totals[t.spec.name] += len(t.samples)
+        reused[t.spec.name] += len(t.samples) if t.name in finished else 0
+    bar = _Progress(label, totals, reused, progress)
+    if progress and finished:
+        print(f"{label}: resuming: {len(finished)} of {len(tasks)} shards already built in "
+              f"{out}", file=sys.stderr, flush=True)
+    samples = {t.name: len(t.samples) for t in tasks}
+
+    def collect(done: dict) -> None:
+        if done["file"] and not (out / done["file"]).is_file():
+            raise ValueError(f"shard {done['file']} was built by a worker but is not in {out}: "
+                             "on a cluster the data directory must be storage every node "
+                             "shares")
+        finished[done["shard"]] = done
+        bar.advance(done["split"], samples[done["shard"]])
+
+    bar.show()
+    try:
+        run_tasks(build_shard, todo, workers=workers, address=address, on_done=collect)
+    finally:
+        bar.close()
+    manifest_splits = {}
+    for spec in splits:
+        mine = [finished[t.name] for t in tasks if t.spec.name == spec.name]
+        shards = [{k: d[k] for k in ("file", "rows", "sha256")} for d in mine if d["rows"]]
+        skipped = [source for d in mine for source in d["skipped"]]
         count = sum(s["rows"] for s in shards)
         if count == 0:
             raise ValueError(f"dataset {entry.name!r}: split {spec.name!r} has no sample with "
@@ -284,9 +485,11 @@ def _build(entry: CatalogEntry, size: tuple[int, int] | None, splits: tuple[Spli
                                       "skipped_all_invalid": skipped, "shards": shards}
         if progress:
             note = f", {len(skipped)} all-invalid depth maps skipped" if skipped else ""
-            print(f"depthlab: {entry.name} v{entry.version} {shown} {spec.name}: "
-                  f"{count} {spec.modality} samples in "
-                  f"{time.perf_counter() - start_time:.1f} s{note}", file=sys.stderr, flush=True)
+            print(f"{label} {spec.name}: {count} {spec.modality} samples{note}",
+                  file=sys.stderr, flush=True)
+    if progress:
+        print(f"{label}: {len(todo)} shards built, {len(tasks) - len(todo)} reused, in "
+              f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     manifest = {
         "schema_version": SCHEMA_VERSION, "dataset": entry.name, "version": entry.version,
         "generator": entry.generator, "reader": entry.reader,
@@ -295,12 +498,23 @@ def _build(entry: CatalogEntry, size: tuple[int, int] | None, splits: tuple[Spli
         "depth_unit": "m", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "splits": manifest_splits,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: marks it complete
+    _write_atomically(out / MANIFEST, json.dumps(manifest, indent=1).encode())  # marks it done
+
+
+def _move_into_place(partial: Path, target: Path) -> None:
+    if target.exists():  # an older or different build: swap it out
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.rename(target, old)
+        os.rename(partial, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(partial, target)
 
 
 def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
             data_dir: Path | str | None = None, progress: bool = True,
-            counts: Mapping[str, int] | None = None, source: str | Path | None = None) -> Path:
+            counts: Mapping[str, int] | None = None, source: str | Path | None = None,
+            workers: int | None = 1, address: str | None = None) -> Path:
     """Build the dataset's shards unless an identical build exists; return its directory.
 
     `size` is (H, W), default the entry's `default_size` (file datasets without
@@ -308,15 +522,23 @@ def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
     (small test sets; for files: the first N keys); `source` is a file
     dataset's folder (default: its descriptor's env variable or path). A
     dataset built with other counts or another source at the same path is
-    replaced.
+    replaced. `workers` processes build shards (1: in this process, the
+    default, as studies and trials call it; None: one per core); with
+    `address` they run as Ray tasks on that cluster (or on the Ray session this
+    process already holds), and `data_dir` must then be storage every node
+    shares. An interrupted build resumes from its finished shards.
     """
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
+                                or workers < 1):
+        raise ValueError(f"workers = {workers!r}: expected a positive number of processes, "
+                         "or None for one per core")
     if isinstance(entry, str):
         entry = load_entry(entry)
+    generate = reader = root = None
     if entry.generator is not None:
-        GENERATORS.get_or_raise(entry.generator)
-        root = None
+        generate = GENERATORS.get_or_raise(entry.generator)
     else:
-        READERS.get_or_raise(entry.reader)
+        reader = READERS.get_or_raise(entry.reader)
         root = entry.source_root(source)
     size = _build_size(entry, size)
     splits = _planned_splits(entry, counts)
@@ -328,23 +550,24 @@ def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
     with _locked(target.parent / f".{target.name}.lock"):
         if _matches(target, entry, size, splits, source_id):  # built while we waited
             return target
-        # Holding the lock, leftovers of killed builds are nobody's: remove them.
+        keys = {} if reader is None else {s.name: _split_keys(entry, s, reader, root)
+                                          for s in splits}
+        partial = target.parent / (f".{target.name}.partial-"
+                                   f"{_identity(entry, size, splits, root, keys)}")
+        # Holding the lock, leftovers of other builds (other identities, killed swaps) are
+        # nobody's: remove them; this build's own partial folder is its resume point.
         for stale in target.parent.glob(f".{target.name}.*-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            tmp.chmod(0o755)  # mkdtemp's 0700 would hide the data from other users/nodes
-            _build(entry, size, splits, tmp, progress, root)
-            if target.exists():  # an older or different build: swap it out
-                old = target.parent / f".{target.name}.old-{os.getpid()}"
-                os.rename(target, old)
-                os.rename(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            if stale != partial:
+                shutil.rmtree(stale, ignore_errors=True)
+        partial.mkdir(exist_ok=True)
+        partial.chmod(0o755)  # readable by other users/nodes
+        for leftover in partial.glob(".*.tmp-*"):  # files a killed worker was writing
+            leftover.unlink(missing_ok=True)
+        tasks = _plan(entry, size, splits, partial, generate, reader, root, keys)
+        _build(tasks, entry, size, splits, root, partial, progress, workers, address)
+        _move_into_place(partial, target)
+        for task in tasks:  # the manifest now says what the sidecars said
+            (target / f"{task.name}.json").unlink(missing_ok=True)
     return target
 
 
