@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ from typing import Any
 from depthlab import checkpoint, tracking
 from depthlab.catalog import CatalogEntry, load_entry
 from depthlab.config import Budget, TrainSettings, from_dict, to_dict
+from depthlab.data.datasets import load_splits
 from depthlab.data.shards import prepare
 from depthlab.loop import Evaluation
 from depthlab.methods import METHODS, DataInfo
@@ -62,12 +64,21 @@ class StudySpec:
 
 @dataclass(frozen=True)
 class ExtraEval:
-    """A further evaluation set scored at every evaluation as `label/<metric>`."""
+    """A further evaluation set scored at every evaluation as `label/<metric>`.
+
+    Another protocol on the study's own data (paper 003's Make3D: DepthTransfer's 460×345,
+    no cap, beside the catalog's C1): `dataset` None = the study's dataset as the study
+    chose it (its fallback, --source and the budget's counts); `size` = (H, W) to prepare
+    it at instead of the budget's image size, or "native" = the dataset's own size (its
+    catalog default, or its reader's: Make3D's gives 460×345); `max_depth_m` = math.inf
+    = no cap.
+    """
 
     label: str
-    dataset: str
+    dataset: str | None
     splits: tuple[str, ...]
     max_depth_m: float | None = None  # cap, when it should differ from the dataset's protocol
+    size: tuple[int, int] | str | None = None
 
 
 # The indoor frames of the developers' real bundle (7-Scenes, NYU v2 demo, Middlebury),
@@ -244,11 +255,24 @@ def _start_ray(address: str | None) -> bool:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return True
+    # Train V2's placement-group cleaner asks the state API for "the" local Ray; with a
+    # second local Ray on the machine (another study) that lookup fails, the cleaner dies,
+    # stopped trials keep their CPUs and the study stalls. Naming our dashboard fixes it.
+    port = _free_port()
+    env["RAY_API_SERVER_ADDRESS"] = os.environ["RAY_API_SERVER_ADDRESS"] = \
+        f"http://127.0.0.1:{port}"
     cpus = os.cpu_count() or 1
     ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: cpus}, include_dashboard=True,
-             dashboard_host="127.0.0.1", runtime_env={"env_vars": env}, log_to_driver=False,
-             logging_level="WARNING")
+             dashboard_host="127.0.0.1", dashboard_port=port, runtime_env={"env_vars": env},
+             log_to_driver=False, logging_level="WARNING")
     return True
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _storage_dir(root: Path, name: str, resume: bool) -> Path:
@@ -319,14 +343,28 @@ def pretrained_overrides(spec: StudySpec, pretrained: str | None) -> dict[str, A
     return {"pretrained": str(path)}
 
 
-def prepare_extra_evals(spec: StudySpec, budget: Budget, data_dir: str | None
+def prepare_extra_evals(spec: StudySpec, budget: Budget, data_dir: str | None,
+                        own: CatalogEntry | None = None, source: str | None = None
                         ) -> tuple[dict[str, Any], ...]:
-    """Prepare every extra evaluation set at the budget's size; their plans as dicts."""
+    """Prepare every extra evaluation set at its size (default the budget's); their plans
+    as dicts. `own` and `source` are the study's chosen dataset and its files."""
     sets = []
     for extra in spec.extra_evals:
-        entry = load_entry(extra.dataset)
-        path = prepare(entry, size=budget.image_size, data_dir=data_dir)
-        info = data_info(entry, budget.image_size, max_depth_m=extra.max_depth_m)
+        native = extra.size == "native"
+        size = None if native else tuple(extra.size or budget.image_size)
+        if extra.dataset is None:
+            if own is None:
+                raise ValueError(f"extra evaluation {extra.label!r} is on the study's own "
+                                 "dataset: pass it as `own`")
+            entry = own
+            path = prepare(entry, size=size, data_dir=data_dir, source=source,
+                           counts=budget.data_counts or None)
+        else:
+            entry = load_entry(extra.dataset)
+            path = prepare(entry, size=size, data_dir=data_dir)
+        if native:  # the size the build has (one size, or loading it below refuses)
+            size = load_splits(path, tuple(extra.splits)).depth.shape[1:]
+        info = data_info(entry, size, max_depth_m=extra.max_depth_m)
         sets.append(EvalSet(extra.label, str(path), tuple(extra.splits), info.__dict__).__dict__)
     return tuple(sets)
 
@@ -380,7 +418,9 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
                         counts=chosen.data_counts or None,
                         source=source if entry.name == spec.dataset else None)
     plan = replace(plan, data_path=str(data_path),
-                   extra_evals=prepare_extra_evals(spec, chosen, data_dir))
+                   extra_evals=prepare_extra_evals(
+                       spec, chosen, data_dir, entry,
+                       source if entry.name == spec.dataset else None))
     runs_root = Path(runs_dir).resolve()
     storage = _storage_dir(runs_root / "ray", name or f"{spec.name}-{budget}", resume)
     baseline = constant_baseline(plan)

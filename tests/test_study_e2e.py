@@ -81,3 +81,24 @@ def test_ctrl_c_leaves_no_run_running_and_resume_finishes_the_study(isolated):
     finished = {c.data.tags["depthlab.trial_id"] for c in children
                 if c.info.status == "FINISHED"}
     assert len(finished) == 6, sorted(finished)
+
+
+def test_two_studies_at_once_on_one_machine_both_finish(isolated):
+    """Each local study starts its own Ray; neither may break the other's (Train's
+    placement-group cleaner once picked the wrong local Ray and stalled both)."""
+    folders = [isolated / "a", isolated / "b"]
+    studies = []
+    for folder in folders:
+        folder.mkdir()
+        studies.append(run_script(SCRIPT, "--budget", "smoke", cwd=folder, wait=False))
+    try:
+        outputs = [study.communicate(timeout=480)[0] for study in studies]
+    finally:
+        for study in studies:
+            if study.poll() is None:
+                study.kill()
+    for study, output, folder in zip(studies, outputs, folders, strict=True):
+        assert study.returncode == 0, output[-3000:]
+        _, parents, children = _runs(folder)
+        assert parents[0].info.status == "FINISHED"
+        assert sum(c.info.status == "FINISHED" for c in children) >= 4
