@@ -87,6 +87,12 @@ REAL_INDOOR = ExtraEval("real", "real-samples",
                         ("sevenscenes_redkitchen", "nyu_demo", "middlebury2014_q"),
                         max_depth_m=10.0)
 
+# What the supervised NYU studies share: paired train/test splits of NYU v2, or the
+# embedded rooms without its files, and a score on the real indoor frames.
+NYU_PAIRED = dict(dataset="nyu-v2-labeled", fallback_dataset="synthetic-rooms",
+                  extra_evals=(REAL_INDOOR,), train_splits=("train", "train"),
+                  eval_split="test")
+
 
 # ---------------------------------------------------------------- inside Ray workers
 
@@ -268,11 +274,19 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
+# Ray's fixed default ports (GCS, dashboard, client server, dashboard agent HTTP): Ray
+# refuses a dashboard port that another of its components is set to use.
+RAY_DEFAULT_PORTS = {6379, 8265, 10001, 52365}
+
+
 def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now and Ray does not reserve."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS:
+            return port
 
 
 def _storage_dir(root: Path, name: str, resume: bool) -> Path:
