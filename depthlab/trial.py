@@ -7,6 +7,7 @@ MLflow stay outside (the caller's `report` decides where metrics go).
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from depthlab.data.datasets import RandomBatches, SplitArrays, eval_batches, loa
 from depthlab.data.transforms import AUGMENTATIONS
 from depthlab.loop import Evaluation, evaluate, fit, resolve_device, score, seed_everything
 from depthlab.methods import METHODS, DataInfo
+from depthlab.methods.protocol import FitsData
 from depthlab.nn.optim import Stepper
 
 EVAL_BATCH = 32
@@ -116,7 +118,8 @@ def evaluator(plan: TrialPlan, method, eval_samples: int) -> Callable[[], Evalua
 
 
 def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> Any:
-    """Load data, build the method, run the loop.
+    """Load data, build the method, give it the training split if it wants it whole
+    (`FitsData`), run the loop.
 
     `report(method, step, metrics, evaluation, improved)` is the loop's reporter
     with the method in front, so a reporter can save its weights.
@@ -129,6 +132,9 @@ def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> 
     config = from_dict(METHODS.get_or_raise(plan.method).Config, plan.method_config)
     batches = training_batches(plan, config, settings.seed + rank)
     method, _, _ = build_method(plan, device, Stepper(settings.grad_clip), batches.samples)
+    if isinstance(method, FitsData):  # e.g. paper 003's retrieval index, built (or read) once
+        method.fit_data(load_splits(plan.data_path, plan.train_splits[:1]),
+                        Path(plan.data_path) / "cache")  # inside the build: dies with it
     run_eval = evaluator(plan, method, settings.eval_samples)
     return fit(method, batches, run_eval, settings, partial(report, method), plan.primary)
 

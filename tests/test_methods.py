@@ -20,6 +20,7 @@ TINY = {
     "fcn_vgg": (dict(width=0.125, batch_size=2, decoder_init="kaiming"), ROOMS),
     "multiscale": (dict(width=0.125, batch_size=2, stages=2, stage1_fraction=0.5), ROOMS),
     "pix2pixhd": (dict(ngf=4, ndf=4, n_downsample=2, n_blocks=1, batch_size=2), ROOMS),
+    "knn_transfer": (dict(width=0.125, tile_size=16, grid=2, window=3, batch_size=2), ROOMS),
 }
 
 

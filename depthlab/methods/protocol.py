@@ -2,11 +2,13 @@
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
 from depthlab.data.batch import DepthBatch
+from depthlab.data.datasets import SplitArrays
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,13 @@ class Method(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+
+@runtime_checkable
+class FitsData(Protocol):
+    """Optional: a method that needs the whole training split once, before the loop (paper
+    003 indexes it for retrieval). `trial.train_trial` calls it when a method has it."""
+
+    def fit_data(self, train: SplitArrays, cache_dir: Path) -> None:
+        """Take the decoded training split; `cache_dir` is for what can be reused across
+        trials on the same dataset build (a file per key the method computes)."""
