@@ -13,7 +13,7 @@ import sys
 
 from depthlab.config import Budget
 from depthlab.methods.fcn_vgg import PAPER_ROWS, search_space
-from depthlab.study import REAL_INDOOR, StudySpec, study_main
+from depthlab.study import NYU_PAIRED, StudySpec, study_main
 
 CPU = dict(width=0.25, decoder_init="kaiming", batch_size=8)
 BUDGETS = {
@@ -31,10 +31,9 @@ BUDGETS = {
 }
 
 SPEC = StudySpec(
-    name="fcn-vgg-nyu", method="fcn_vgg", dataset="nyu-v2-labeled",
-    fallback_dataset="synthetic-rooms", extra_evals=(REAL_INDOOR,),
+    name="fcn-vgg-nyu", method="fcn_vgg", **NYU_PAIRED,
     search_space=search_space, points_to_evaluate=PAPER_ROWS, budgets=BUDGETS,
-    metric="best/rmse_m", mode="min", train_splits=("train", "train"), eval_split="test",
+    metric="best/rmse_m", mode="min",
     shown_metrics=("best/rmse_m", "best/abs_rel", "best/delta1", "eval/real/rmse_m",
                    "eval/real/abs_rel", "eval/real/delta1"),
     description=__doc__.splitlines()[0],

@@ -15,7 +15,7 @@ import sys
 
 from depthlab.config import Budget
 from depthlab.methods.multiscale import CPU_ROWS, PAPER_ROWS, search_space, search_space_cpu
-from depthlab.study import REAL_INDOOR, StudySpec, study_main
+from depthlab.study import NYU_PAIRED, StudySpec, study_main
 
 # CPU: at the reference per-layer rates a width-1/4 random-init net collapses to an all-zero
 # output within a minute (the poster's "large learning rate" failure), so the CPU budgets
@@ -39,10 +39,9 @@ BUDGETS = {
 }
 
 SPEC = StudySpec(
-    name="multiscale-nyu", method="multiscale", dataset="nyu-v2-labeled",
-    fallback_dataset="synthetic-rooms", extra_evals=(REAL_INDOOR,),
+    name="multiscale-nyu", method="multiscale", **NYU_PAIRED,
     search_space=search_space, points_to_evaluate=PAPER_ROWS, budgets=BUDGETS,
-    metric="best/delta1", mode="max", train_splits=("train", "train"), eval_split="test",
+    metric="best/delta1", mode="max",
     shown_metrics=("best/delta1", "best/rmse_m", "best/abs_rel", "eval/real/delta1",
                    "eval/real/rmse_m", "eval/real/abs_rel"),
     description=__doc__.splitlines()[0],
