@@ -19,7 +19,7 @@ import sys
 
 from depthlab.config import Budget
 from depthlab.methods.knn_transfer import PAPER_ROWS, search_space
-from depthlab.study import REAL_INDOOR, StudySpec, study_main
+from depthlab.study import NYU_PAIRED, StudySpec, study_main
 
 ONE_STEP = dict(steps=1, eval_every=1)  # fit_data indexes; the one step is a no-op
 BUDGETS = {
@@ -38,11 +38,10 @@ BUDGETS = {
 }
 
 SPEC = StudySpec(
-    name="knn-transfer-nyu", method="knn_transfer", dataset="nyu-v2-labeled",
-    fallback_dataset="synthetic-rooms", extra_evals=(REAL_INDOOR,),
+    name="knn-transfer-nyu", method="knn_transfer", **NYU_PAIRED,
     search_space=search_space, points_to_evaluate=PAPER_ROWS, budgets=BUDGETS,
     # RMSE heads the paper's NYU table (which has no C) and the other NYU studies' boards.
-    metric="best/rmse_m", mode="min", train_splits=("train", "train"), eval_split="test",
+    metric="best/rmse_m", mode="min",
     shown_metrics=("best/rmse_m", "best/rmse_log10", "best/abs_rel", "best/log10",
                    "eval/real/rmse_m", "eval/real/abs_rel", "eval/real/corr"),
     description=__doc__.splitlines()[0],
