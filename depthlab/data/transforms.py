@@ -70,19 +70,21 @@ def _warp(batch: DepthBatch, matrix: Tensor) -> DepthBatch:
     grid = grid.to(ref.dtype)
     sample = lambda x, mode, pad: F.grid_sample(x, grid, mode=mode,  # noqa: E731
                                                 padding_mode=pad, align_corners=False)
-    # One in-frame test for both modalities: grid_sample's own nearest rounding, so image
-    # and depth agree exactly on which pixels came from outside the frame.
-    inside = sample(torch.ones(b, 1, h, w, dtype=ref.dtype, device=ref.device),
-                    "nearest", "zeros") > 0.5  # (B, 1, H, W)
+    # One nearest-mode pass gives the in-frame test (grid_sample's own rounding, so image
+    # and depth agree exactly on which pixels came from outside), depth and its validity.
+    ones = torch.ones(b, 1, h, w, dtype=ref.dtype, device=ref.device)
+    planes = [ones]
+    if batch.depth is not None:
+        valid = torch.isfinite(batch.depth)
+        planes += [valid.to(ref.dtype), torch.where(valid, batch.depth, 0.0)]  # no NaN in
+    nearest = sample(torch.cat(planes, dim=1), "nearest", "zeros")  # (B, 1 or 3, H, W)
+    inside = nearest[:, :1] > 0.5  # (B, 1, H, W)
     image = depth = None
     if batch.image is not None:
         # 'border' keeps rim pixels undarkened; what lies outside is zeroed by `inside`.
         image = torch.where(inside, sample(batch.image, "bilinear", "border"), 0.0)
     if batch.depth is not None:
-        valid = torch.isfinite(batch.depth)
-        filled = torch.where(valid, batch.depth, 0.0)  # NaN must not reach grid_sample
-        still_valid = sample(valid.to(ref.dtype), "nearest", "zeros") > 0.5
-        depth = torch.where(still_valid, sample(filled, "nearest", "zeros"), math.nan)
+        depth = torch.where(nearest[:, 1:2] > 0.5, nearest[:, 2:3], math.nan)
     return replace(batch, image=image, depth=depth)
 
 
