@@ -92,6 +92,9 @@ REAL_INDOOR = ExtraEval("real", "real-samples",
 NYU_PAIRED = dict(dataset="nyu-v2-labeled", fallback_dataset="synthetic-rooms",
                   extra_evals=(REAL_INDOOR,), train_splits=("train", "train"),
                   eval_split="test")
+# Their leaderboard columns: the study's own test metrics and the last real-frame scores.
+SUPERVISED_SHOWN = ("best/rmse_m", "best/abs_rel", "best/delta1", "eval/real/rmse_m",
+                    "eval/real/abs_rel", "eval/real/delta1")
 
 
 # ---------------------------------------------------------------- inside Ray workers

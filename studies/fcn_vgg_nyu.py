@@ -13,7 +13,7 @@ import sys
 
 from depthlab.config import Budget
 from depthlab.methods.fcn_vgg import PAPER_ROWS, search_space
-from depthlab.study import NYU_PAIRED, StudySpec, study_main
+from depthlab.study import NYU_PAIRED, SUPERVISED_SHOWN, StudySpec, study_main
 
 CPU = dict(width=0.25, decoder_init="kaiming", batch_size=8)
 BUDGETS = {
@@ -34,8 +34,7 @@ SPEC = StudySpec(
     name="fcn-vgg-nyu", method="fcn_vgg", **NYU_PAIRED,
     search_space=search_space, points_to_evaluate=PAPER_ROWS, budgets=BUDGETS,
     metric="best/rmse_m", mode="min",
-    shown_metrics=("best/rmse_m", "best/abs_rel", "best/delta1", "eval/real/rmse_m",
-                   "eval/real/abs_rel", "eval/real/delta1"),
+    shown_metrics=SUPERVISED_SHOWN,
     description=__doc__.splitlines()[0],
 )
 

@@ -14,7 +14,7 @@ import sys
 
 from depthlab.config import Budget
 from depthlab.methods.pix2pixhd import CPU_ROWS, PAPER_ROWS, search_space, search_space_cpu
-from depthlab.study import NYU_PAIRED, StudySpec, study_main
+from depthlab.study import NYU_PAIRED, SUPERVISED_SHOWN, StudySpec, study_main
 
 CPU = dict(ngf=8, ndf=8, n_downsample=3, n_blocks=2, batch_size=4)
 SMALL = dict(search_space=search_space_cpu, points_to_evaluate=CPU_ROWS)
@@ -38,8 +38,7 @@ SPEC = StudySpec(
     name="pix2pixhd-nyu", method="pix2pixhd", **NYU_PAIRED,
     search_space=search_space, points_to_evaluate=PAPER_ROWS, budgets=BUDGETS,
     metric="best/rmse_m", mode="min",
-    shown_metrics=("best/rmse_m", "best/abs_rel", "best/delta1", "eval/real/rmse_m",
-                   "eval/real/abs_rel", "eval/real/delta1"),
+    shown_metrics=SUPERVISED_SHOWN,
     description=__doc__.splitlines()[0],
 )
 

@@ -91,34 +91,31 @@ def _warp(batch: DepthBatch, matrix: Tensor) -> DepthBatch:
 # ---------------------------------------------------------------------------- the ops
 
 
-def hflip(batch: DepthBatch, flags: Tensor) -> DepthBatch:
-    """Mirror left↔right the samples whose flag (B,) is set; cx → W − 1 − cx."""
-    flags = _per_sample("hflip flags", flags, batch).bool()
-    w = _reference(batch).shape[-1]
+def _mirror(batch: DepthBatch, flags: Tensor, axis: int, name: str) -> DepthBatch:
+    """Mirror along `axis` (−1: left↔right, −2: top↔bottom) the samples whose flag is set;
+    the principal point moves to size − 1 − c and the skew changes sign (≈ 0 anyway)."""
+    flags = _per_sample(f"{name} flags", flags, batch).bool()
+    size = _reference(batch).shape[axis]
     k = batch.intrinsics
     if k is not None:
         k = k.clone()
         f = flags.to(k.device)
-        k[:, 0, 2] = torch.where(f, (w - 1) - k[:, 0, 2], k[:, 0, 2])
-        k[:, 0, 1] = torch.where(f, -k[:, 0, 1], k[:, 0, 1])  # a mirror flips the skew (≈ 0)
-    flip = lambda x: None if x is None else x.flip(-1)  # noqa: E731
+        row = 0 if axis == -1 else 1  # cx sits in row 0 of K, cy in row 1
+        k[:, row, 2] = torch.where(f, (size - 1) - k[:, row, 2], k[:, row, 2])
+        k[:, 0, 1] = torch.where(f, -k[:, 0, 1], k[:, 0, 1])
+    flip = lambda x: None if x is None else x.flip(axis)  # noqa: E731
     return replace(batch, image=_where_flag(flags, flip(batch.image), batch.image),
                    depth=_where_flag(flags, flip(batch.depth), batch.depth), intrinsics=k)
+
+
+def hflip(batch: DepthBatch, flags: Tensor) -> DepthBatch:
+    """Mirror left↔right the samples whose flag (B,) is set; cx → W − 1 − cx."""
+    return _mirror(batch, flags, -1, "hflip")
 
 
 def vflip(batch: DepthBatch, flags: Tensor) -> DepthBatch:
     """Mirror top↔bottom the samples whose flag (B,) is set; cy → H − 1 − cy."""
-    flags = _per_sample("vflip flags", flags, batch).bool()
-    h = _reference(batch).shape[-2]
-    k = batch.intrinsics
-    if k is not None:
-        k = k.clone()
-        f = flags.to(k.device)
-        k[:, 1, 2] = torch.where(f, (h - 1) - k[:, 1, 2], k[:, 1, 2])
-        k[:, 0, 1] = torch.where(f, -k[:, 0, 1], k[:, 0, 1])
-    flip = lambda x: None if x is None else x.flip(-2)  # noqa: E731
-    return replace(batch, image=_where_flag(flags, flip(batch.image), batch.image),
-                   depth=_where_flag(flags, flip(batch.depth), batch.depth), intrinsics=k)
+    return _mirror(batch, flags, -2, "vflip")
 
 
 def rotate(batch: DepthBatch, degrees: Tensor) -> DepthBatch:
