@@ -24,7 +24,7 @@ from typing import Any
 from depthlab import checkpoint, tracking
 from depthlab.catalog import CatalogEntry, load_entry
 from depthlab.config import Budget, TrainSettings, from_dict, to_dict
-from depthlab.data.datasets import load_splits
+from depthlab.data.datasets import read_rows
 from depthlab.data.shards import prepare
 from depthlab.loop import Evaluation
 from depthlab.methods import METHODS, DataInfo
@@ -379,8 +379,9 @@ def prepare_extra_evals(spec: StudySpec, budget: Budget, data_dir: str | None,
         else:
             entry = load_entry(extra.dataset)
             path = prepare(entry, size=size, data_dir=data_dir)
-        if native:  # the size the build has (one size, or loading it below refuses)
-            size = load_splits(path, tuple(extra.splits)).depth.shape[1:]
+        if native:  # the size the build has (one size, or the trial's loading refuses)
+            _, _, depth = next(read_rows(path, extra.splits[0], limit=1))
+            size = depth.shape
         info = data_info(entry, size, max_depth_m=extra.max_depth_m)
         sets.append(EvalSet(extra.label, str(path), tuple(extra.splits), info.__dict__).__dict__)
     return tuple(sets)

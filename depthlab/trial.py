@@ -4,7 +4,7 @@ The same function runs in a test, a benchmark and a Ray Train worker; Ray and
 MLflow stay outside (the caller's `report` decides where metrics go).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -90,28 +90,43 @@ def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper,
     return method_cls(config, settings, data, device, stepper), config, settings
 
 
-def training_batches(plan: TrialPlan, config: Any, seed: int) -> Iterator:
-    """The endless, augmented minibatch stream of a method config (`batch_size`,
-    `augmentation`); the same split name twice means paired samples."""
+def training_splits(plan: TrialPlan) -> tuple[SplitArrays, SplitArrays]:
+    """The (rgb, depth) training splits; the same split name twice is one paired split."""
     rgb_split, depth_split = plan.train_splits
     rgb = load_splits(plan.data_path, (rgb_split,))
     depth = rgb if depth_split == rgb_split else load_splits(plan.data_path, (depth_split,))
+    return rgb, depth
+
+
+def training_batches(rgb: SplitArrays, depth: SplitArrays, config: Any,
+                     seed: int) -> RandomBatches:
+    """The endless, augmented minibatch stream of a method config (`batch_size`,
+    `augmentation`); `rgb is depth` means paired samples."""
     return RandomBatches(rgb, depth, config.batch_size, seed=seed,
                          augmentation=AUGMENTATIONS.get_or_raise(config.augmentation))
 
 
+def evaluation_sets(plan: TrialPlan, eval_samples: int
+                    ) -> list[tuple[str, SplitArrays, DataInfo]]:
+    """(metric prefix, samples, protocol) of the evaluation split ("" prefix, its first
+    `eval_samples`) and of each extra set ("label/")."""
+    sets = [("", first(load_splits(plan.data_path, (plan.eval_split,)), eval_samples),
+             DataInfo(**plan.data))]
+    for extra in (EvalSet(**d) for d in plan.extra_evals):
+        sets.append((f"{extra.label}/", load_splits(extra.data_path, tuple(extra.splits)),
+                     DataInfo(**extra.data)))
+    return sets
+
+
 def evaluator(plan: TrialPlan, method, eval_samples: int) -> Callable[[], Evaluation]:
     """A function scoring the method on the plan's evaluation split and its extra sets."""
-    main = first(load_splits(plan.data_path, (plan.eval_split,)), eval_samples)
-    info = DataInfo(**plan.data)
-    extras = [(e.label, load_splits(e.data_path, tuple(e.splits)), DataInfo(**e.data))
-              for e in (EvalSet(**d) for d in plan.extra_evals)]
+    (_, main, info), *extras = evaluation_sets(plan, eval_samples)
 
     def run_eval() -> Evaluation:
         result = evaluate(method, eval_batches(main, EVAL_BATCH), info)
-        for label, split, extra_info in extras:
+        for prefix, split, extra_info in extras:
             extra = evaluate(method, eval_batches(split, EVAL_BATCH), extra_info, keep=0)
-            result.metrics.update({f"{label}/{k}": v for k, v in extra.metrics.items()})
+            result.metrics.update({f"{prefix}{k}": v for k, v in extra.metrics.items()})
         return result
 
     return run_eval
@@ -130,11 +145,11 @@ def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> 
     seed_everything(settings.seed + rank)
     device = resolve_device(settings.device)
     config = from_dict(METHODS.get_or_raise(plan.method).Config, plan.method_config)
-    batches = training_batches(plan, config, settings.seed + rank)
+    rgb, depth = training_splits(plan)
+    batches = training_batches(rgb, depth, config, settings.seed + rank)
     method, _, _ = build_method(plan, device, Stepper(settings.grad_clip), batches.samples)
     if isinstance(method, FitsData):  # e.g. paper 003's retrieval index, built (or read) once
-        method.fit_data(load_splits(plan.data_path, plan.train_splits[:1]),
-                        Path(plan.data_path) / "cache")  # inside the build: dies with it
+        method.fit_data(rgb, Path(plan.data_path) / "cache")  # inside the build: dies with it
     run_eval = evaluator(plan, method, settings.eval_samples)
     return fit(method, batches, run_eval, settings, partial(report, method), plan.primary)
 
@@ -142,16 +157,10 @@ def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> 
 def constant_baseline(plan: TrialPlan) -> dict[str, float]:
     """Scores of the trivial predictor (the training depth mean everywhere) on every
     evaluation set, under the same protocol as the trials."""
-    depth_split = plan.train_splits[1]
-    mean = float(np.nanmean(load_splits(plan.data_path, (depth_split,)).depth))
-    sets = [("", plan.data_path, (plan.eval_split,), plan.data, plan.settings["eval_samples"])]
-    sets += [(f"{e['label']}/", e["data_path"], tuple(e["splits"]), e["data"], None)
-             for e in plan.extra_evals]
+    mean = float(np.nanmean(load_splits(plan.data_path, plan.train_splits[1:]).depth))
     out = {}
-    for prefix, path, splits, data, count in sets:
-        truth = load_splits(path, splits)
-        truth = first(truth, count) if count else truth
-        scores = score(torch.full_like(torch.from_numpy(truth.depth), mean),
-                       torch.from_numpy(truth.depth), DataInfo(**data))
+    for prefix, truth, info in evaluation_sets(plan, plan.settings["eval_samples"]):
+        depth = torch.from_numpy(truth.depth)
+        scores = score(torch.full_like(depth, mean), depth, info)
         out.update({f"baseline/{prefix}constant_{k}": v for k, v in scores.items()})
     return out
