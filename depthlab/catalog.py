@@ -91,6 +91,15 @@ class CatalogEntry:
     def split_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.splits)
 
+    @property
+    def sample_count(self) -> int | None:
+        """Distinct samples: an `all` split holds every other split's samples, so it alone
+        counts; None when a split takes every file found (count 0)."""
+        counted = [s for s in self.splits if s.name == "all"] or list(self.splits)
+        if any(s.count == 0 for s in counted):
+            return None
+        return sum(s.count for s in counted)
+
     def source_root(self, override: str | Path | None = None) -> Path:
         """The folder a file dataset is read from: override, else $source_env, else path."""
         if self.generator is not None:

@@ -35,7 +35,7 @@ def data_list(args: argparse.Namespace) -> int:
         prepared = (dataset_dir(entry, size, args.data) / "manifest.json").exists()
         shown = "native" if size is None else f"{size[0]}x{size[1]}"
         splits = ", ".join(entry.split_names)
-        samples = str(sum(s.count for s in entry.splits) or "?")
+        samples = str(entry.sample_count or "?")
         source = (f"generator {entry.generator}" if entry.generator
                   else f"files: {entry.reader}" + (f" (${entry.source_env})"
                                                    if entry.source_env else ""))

@@ -25,6 +25,10 @@ def test_prepare_show_verify_list(data, tmp_path, capsys):
     main(["data", "list"])
     listed = capsys.readouterr().out
     assert "synthetic-surface" in listed and "files: nyu-v2-labeled ($DEPTHLAB_NYU)" in listed
+    counts = {line.split()[0]: line.split()[1] for line in listed.splitlines()[1:]}
+    # real-samples' `all` split is the union of its per-source splits: 84 frames, not 168
+    assert counts["real-samples"] == "84" and counts["nyu-v2-labeled"] == "1449"
+    assert counts["kitti-depth"] == "?"  # its split takes every file found
 
 
 def test_show_of_an_unprepared_dataset_says_how_to_prepare_it(data, capsys):
