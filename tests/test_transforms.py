@@ -242,6 +242,130 @@ def test_presets_carry_the_papers_numbers():
     assert AUGMENTATIONS["none"].apply(batch, torch.Generator()) is batch
 
 
+# --------------------------------------------------------------------------- fused warp
+
+
+def noisy_batch(b: int = 8, h: int = 24, w: int = 40) -> DepthBatch:
+    """Random image (worst case for interpolation), depth with NaN holes, skewed intrinsics;
+    H ≠ W and W not a power of two, so a swapped axis or a rounding slip shows."""
+    g = torch.Generator().manual_seed(21)
+    depth = 1 + 9 * torch.rand(b, 1, h, w, generator=g)
+    depth[depth < 1.6] = math.nan
+    k = torch.tensor([[33.0, 0.25, 17.5], [0.0, 31.0, 10.0], [0.0, 0.0, 1.0]])
+    return DepthBatch(image=torch.rand(b, 3, h, w, generator=g), depth=depth,
+                      intrinsics=k.expand(b, 3, 3).clone(), ids=[str(i) for i in range(b)])
+
+
+def one_by_one(batch: DepthBatch, draw: Draw) -> DepthBatch:
+    """The public ops one after another, in apply_draw's order."""
+    steps = ((zoom_crop, draw.border_fractions), (rotate, draw.degrees), (hflip, draw.hflip),
+             (vflip, draw.vflip), (colour_scale, draw.colour), (gamma, draw.gamma))
+    for op, values in steps:
+        if values is not None:
+            batch = op(batch, values)
+    return batch
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_fused_warp_equals_the_ops_one_after_another(name):
+    batch = noisy_batch()
+    draw = AUGMENTATIONS[name].draw(8, torch.Generator().manual_seed(4))
+    for flags in (draw.hflip, draw.vflip):  # the seed gives flipped and unflipped samples
+        assert flags is None or 0 < int(flags.sum()) < 8
+    fused, sequential = apply_draw(batch, draw), one_by_one(batch, draw)
+    torch.testing.assert_close(fused.image, sequential.image, rtol=0, atol=1e-5)
+    assert torch.equal(bits(fused.depth), bits(sequential.depth))
+    assert torch.equal(fused.intrinsics, sequential.intrinsics)
+    if AUGMENTATIONS[name].max_degrees:  # the warp did leave the frame somewhere
+        assert torch.isnan(fused.depth[:, :, 0, 0]).any()
+
+
+def test_zoom_and_rotation_together_are_one_interpolation_of_the_composed_map():
+    # not a preset: the composed map is sampled once, so on an image linear in x and y
+    # (where bilinear is exact) it agrees with the two warps away from the frame's edge
+    b, h, w = 4, 32, 48
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
+                            torch.arange(w, dtype=torch.float32), indexing="ij")
+    image = torch.stack([xs / w, ys / h, 0.5 + 0 * xs])[None].expand(b, 3, h, w)
+    batch = DepthBatch(image=image, depth=torch.full((b, 1, h, w), 3.0),
+                       intrinsics=intrinsics(b, 40.0, 40.0, 20.0, 14.0))
+    draw = Draw(border_fractions=torch.tensor([0.05, 0.1, 0.0, 0.2]),
+                degrees=torch.tensor([4.0, -5.0, 3.0, 0.0]), hflip=torch.tensor([1, 0, 1, 0]) > 0)
+    fused, sequential = apply_draw(batch, draw), one_by_one(batch, draw)
+    inner = (Ellipsis, slice(4, -4), slice(4, -4))
+    torch.testing.assert_close(fused.image[inner], sequential.image[inner], rtol=0, atol=1e-5)
+    assert (fused.depth[inner] == 3.0).all()
+    assert torch.equal(fused.intrinsics, sequential.intrinsics)
+
+
+def test_separable_grid_equals_affine_grid():
+    from depthlab.data.transforms import _grid
+
+    linear = torch.tensor([[[0.9, -0.2], [0.15, 1.1]], [[-1.0, 0.0], [0.0, 1.0]]])
+    theta = torch.cat([linear, torch.zeros(2, 2, 1)], dim=-1)  # (B, 2, 3), no shift
+    expected = F.affine_grid(theta, [2, 1, 24, 40], align_corners=False)
+    torch.testing.assert_close(_grid(linear, 24, 40), expected, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- uint8 images
+
+
+def test_bytes_become_the_float_image_with_colour_and_gamma_as_a_table():
+    batch = noisy_batch(b=4)
+    as_bytes = replace(batch, image=(batch.image * 255).round().to(torch.uint8))
+    as_float = replace(batch, image=as_bytes.image.float() / 255)
+    draw = Draw(colour=torch.tensor([[1.2, 1.0, 0.7], [0.8] * 3, [1.1] * 3, [1.0] * 3]),
+                gamma=torch.tensor([0.5, 2.0, 1.3, 1.0]))
+    out = apply_draw(as_bytes, draw)
+    assert out.image.dtype == torch.float32 and out.image.shape == batch.image.shape
+    torch.testing.assert_close(out.image, apply_draw(as_float, draw).image, rtol=0, atol=1e-6)
+    assert torch.equal(bits(out.depth), bits(batch.depth))
+    plain = apply_draw(as_bytes, Draw())
+    assert torch.equal(plain.image, as_float.image)  # no ops: just the conversion
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_bytes_and_floats_agree_for_every_preset(name):
+    # per-sample constant images: the photometric-then-warp order of the byte path and the
+    # warp-then-photometric order of the float path differ only where interpolation blends
+    levels = torch.tensor([0, 40, 128, 200, 255, 90, 17, 230], dtype=torch.uint8)
+    batch = replace(noisy_batch(), image=levels[:, None, None, None].expand(8, 3, 24, 40))
+    floats = replace(batch, image=batch.image.float() / 255)
+    draw = AUGMENTATIONS[name].draw(8, torch.Generator().manual_seed(9))
+    a, b = apply_draw(batch, draw), apply_draw(floats, draw)
+    torch.testing.assert_close(a.image, b.image, rtol=0, atol=1e-6)
+    assert torch.equal(bits(a.depth), bits(b.depth))
+    assert torch.equal(a.intrinsics, b.intrinsics)
+    assert torch.equal(a.image == 0, b.image == 0)  # the same pixels left the frame
+
+
+def test_flips_on_bytes_are_exact():
+    batch = noisy_batch(b=8)
+    as_bytes = replace(batch, image=(batch.image * 255).round().to(torch.uint8))
+    draw = AUGMENTATIONS["flips"].draw(8, torch.Generator().manual_seed(2))
+    out = apply_draw(as_bytes, draw)
+    assert torch.equal(out.image, one_by_one(replace(batch, image=as_bytes.image.float() / 255),
+                                             draw).image)
+
+
+def test_random_batches_hand_bytes_to_the_augmentation():
+    import numpy as np
+
+    from depthlab.data.datasets import RandomBatches, SplitArrays
+
+    rng = np.random.default_rng(0)
+    split = SplitArrays(images=rng.integers(0, 256, (6, 24, 40, 3), dtype=np.uint8),
+                        depth=rng.uniform(1, 5, (6, 24, 40)).astype(np.float32),
+                        ids=[f"s{i}" for i in range(6)])
+    for name in sorted(AUGMENTATIONS):
+        batch = next(RandomBatches(split, split, 4, seed=1, augmentation=AUGMENTATIONS[name]))
+        assert batch.image.dtype == torch.float32 and batch.image.shape == (4, 3, 24, 40)
+        assert 0 <= batch.image.min() and batch.image.max() <= 1
+    plain = next(RandomBatches(split, split, 4, seed=1, augmentation=AUGMENTATIONS["none"]))
+    first = torch.from_numpy(split.images[int(plain.ids[0][1:])]).permute(2, 0, 1)
+    assert torch.equal(plain.image[0], first.float() / 255)
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -148,8 +148,10 @@ class RandomBatches:
         i_rgb = self._indices(len(self.rgb_ids))
         i_depth = i_rgb if self.paired else self._indices(len(self.depth_ids))
         device = self.images.device
-        image = self.images[i_rgb.to(device)].float().div_(255.0)
-        depth = self.depth[i_depth.to(device)]
+        # index_select, not x[i]: ~100x faster on uint8 rows (a memcpy per row). The image
+        # stays uint8: the augmentation converts it, with gamma as a table on the bytes.
+        image = self.images.index_select(0, i_rgb.to(device))
+        depth = self.depth.index_select(0, i_depth.to(device))
         if self.paired:
             ids = [self.rgb_ids[i] for i in i_rgb.tolist()]
         else:  # "rgb id|depth id": the two halves of an unpaired batch are unrelated

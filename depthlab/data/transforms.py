@@ -13,8 +13,14 @@ Conventions: pixel centres sit at integer coordinates (x = column, y = row), so 
 x → W − 1 − x; K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]] in those coordinates. Each op takes
 explicit per-sample values (deterministic, testable); `Augmentation` draws them from a
 `torch.Generator`.
+
+Speed (the loader must stay ≥ 3× raw PNG decoding, benchmarks/data_throughput.py):
+`apply_draw` resamples once per batch, with zoom, rotation and flips composed into one
+map, and takes the image as uint8, applying gamma (with the colour scale) as a per-sample
+256-entry lookup table while converting it to float.
 """
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -49,73 +55,141 @@ def _per_sample(name: str, values: Tensor, batch: DepthBatch) -> Tensor:
     return values
 
 
-def _where_flag(flags: Tensor, flipped: Tensor | None, x: Tensor | None) -> Tensor | None:
-    return None if x is None else torch.where(flags[:, None, None, None], flipped, x)
+@functools.lru_cache(maxsize=16)
+def _pixel_centres(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Pixel centres in grid_sample's [−1, 1] (align_corners=False), exactly antisymmetric:
+    x ↔ −x is a flip bit for bit. Cached: every batch of a stream has the same size."""
+    return (2 * torch.arange(size, dtype=dtype, device=device) + 1 - size) / size
 
 
-def _warp(batch: DepthBatch, matrix: Tensor) -> DepthBatch:
-    """Resample image (bilinear) and depth (nearest) at input pixel = matrix @ (x', y', 1).
+def _grid(linear: Tensor, h: int, w: int) -> Tensor:
+    """F.affine_grid([linear | 0], (B, ·, h, w), align_corners=False), built as a per-column
+    plus a per-row term: ~15× cheaper on a CPU than affine_grid's batched matmul.
 
-    matrix: (B, 2, 3) float64, output pixel → input pixel. Intrinsics are left to the caller.
+    linear (B, 2, 2) maps output to input in normalised coordinates about the image centre.
+    """
+    xs = _pixel_centres(w, linear.dtype, linear.device)
+    ys = _pixel_centres(h, linear.dtype, linear.device)
+    per_column = (linear[:, :, 0, None] * xs)[:, :, None, :]  # (B, x|y, 1, W)
+    per_row = (linear[:, :, 1, None] * ys)[:, :, :, None]  # (B, x|y, H, 1)
+    # Built as planes (one contiguous add) and handed over as a view: grid_sample reads a
+    # strided grid as fast, and interleaving x and y would cost more than the whole sum.
+    return (per_column + per_row).permute(0, 2, 3, 1)  # (B, H, W, x|y)
+
+
+def _warp(batch: DepthBatch, linear: Tensor, may_leave: bool) -> DepthBatch:
+    """Resample image (bilinear) and depth (nearest, NaN kept) where the map `linear`
+    (B, 2, 2), in normalised coordinates about the image centre, sends each output pixel.
+
+    `may_leave`: the map can reach outside the frame (a rotation; a zoom crop's and a flip's
+    sources always lie inside), so out-of-frame pixels become 0 in the image and NaN in the
+    depth. Intrinsics are left to the caller.
     """
     ref = _reference(batch)
     b, (h, w) = ref.shape[0], ref.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=ref.device),
-                            torch.arange(w, dtype=torch.float64, device=ref.device),
-                            indexing="ij")
-    out_xy1 = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # (H, W, 3)
-    src = torch.einsum("bij,hwj->bhwi", matrix.to(ref.device), out_xy1)  # (B, H, W, 2)
-    # align_corners=False: normalised −1 and 1 are the outer edges of the edge pixels.
-    grid = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], dim=-1)
-    grid = grid.to(ref.dtype)
+    grid = _grid(linear.to(ref.device, ref.dtype), h, w)
     sample = lambda x, mode, pad: F.grid_sample(x, grid, mode=mode,  # noqa: E731
                                                 padding_mode=pad, align_corners=False)
-    # One nearest-mode pass gives the in-frame test (grid_sample's own rounding, so image
-    # and depth agree exactly on which pixels came from outside), depth and its validity.
-    ones = torch.ones(b, 1, h, w, dtype=ref.dtype, device=ref.device)
-    planes = [ones]
-    if batch.depth is not None:
-        valid = torch.isfinite(batch.depth)
-        planes += [valid.to(ref.dtype), torch.where(valid, batch.depth, 0.0)]  # no NaN in
-    nearest = sample(torch.cat(planes, dim=1), "nearest", "zeros")  # (B, 1 or 3, H, W)
-    inside = nearest[:, :1] > 0.5  # (B, 1, H, W)
+    # One nearest pass gives depth (nearest copies NaN as it is) and, when the map may leave
+    # the frame, the in-frame test (grid_sample's own rounding, so image and depth agree
+    # exactly on which pixels came from outside).
+    planes = [torch.ones(b, 1, h, w, dtype=ref.dtype, device=ref.device)] if may_leave else []
+    planes += [] if batch.depth is None else [batch.depth]
+    nearest = None
+    if planes:
+        nearest = sample(planes[0] if len(planes) == 1 else torch.cat(planes, 1), "nearest",
+                         "zeros")  # (B, 1 or 2, H, W)
+    # exactly 1.0 in the frame and 0.0 outside: nearest copies the ones or pads with 0
+    inside = nearest[:, :1] if may_leave else None  # (B, 1, H, W)
     image = depth = None
     if batch.image is not None:
-        # 'border' keeps rim pixels undarkened; what lies outside is zeroed by `inside`.
-        image = torch.where(inside, sample(batch.image, "bilinear", "border"), 0.0)
+        # 'border' keeps rim pixels undarkened; what lies outside is zeroed below.
+        image = sample(batch.image, "bilinear", "border")
+        if inside is not None:
+            image.mul_(inside)
     if batch.depth is not None:
-        depth = torch.where(nearest[:, 1:2] > 0.5, nearest[:, 2:3], math.nan)
+        depth = nearest[:, -1:]
+        if inside is not None:
+            depth = depth / inside  # d / 1 is d bit for bit; outside 0 / 0 is NaN
     return replace(batch, image=image, depth=depth)
 
 
 # ---------------------------------------------------------------------------- the ops
 
 
-def _mirror(batch: DepthBatch, flags: Tensor, axis: int, name: str) -> DepthBatch:
-    """Mirror along `axis` (−1: left↔right, −2: top↔bottom) the samples whose flag is set;
-    the principal point moves to size − 1 − c and the skew changes sign (≈ 0 anyway)."""
-    flags = _per_sample(f"{name} flags", flags, batch).bool()
-    size = _reference(batch).shape[axis]
+def _mirror_intrinsics(k: Tensor | None, flags: Tensor, axis: int, size: int) -> Tensor | None:
+    """K of a mirror along `axis` where flagged: the principal point moves to size − 1 − c
+    and the skew changes sign (≈ 0 anyway)."""
+    if k is None:
+        return None
+    k = k.clone()
+    f = flags.to(k.device)
+    row = 0 if axis == -1 else 1  # cx sits in row 0 of K, cy in row 1
+    k[:, row, 2] = torch.where(f, (size - 1) - k[:, row, 2], k[:, row, 2])
+    k[:, 0, 1] = torch.where(f, -k[:, 0, 1], k[:, 0, 1])
+    return k
+
+
+def _flip_each(x: Tensor | None, dims: list[tuple[int, ...]]) -> Tensor | None:
+    """Sample b of x flipped along dims[b]: one copy of the batch, where a flip of the whole
+    batch and a torch.where per axis read and write it four times (~5× slower on a CPU)."""
+    if x is None:
+        return None
+    return torch.stack([x[b].flip(d) if d else x[b] for b, d in enumerate(dims)])
+
+
+def _mirrors(batch: DepthBatch, hflags: Tensor | None, vflags: Tensor | None) -> DepthBatch:
+    """Mirror left↔right the samples whose hflag is set, then top↔bottom those whose vflag is;
+    one pass over the pixels for both."""
+    h, w = _reference(batch).shape[-2:]
+    dims: list[tuple[int, ...]] = [()] * _reference(batch).shape[0]
     k = batch.intrinsics
-    if k is not None:
-        k = k.clone()
-        f = flags.to(k.device)
-        row = 0 if axis == -1 else 1  # cx sits in row 0 of K, cy in row 1
-        k[:, row, 2] = torch.where(f, (size - 1) - k[:, row, 2], k[:, row, 2])
-        k[:, 0, 1] = torch.where(f, -k[:, 0, 1], k[:, 0, 1])
-    flip = lambda x: None if x is None else x.flip(axis)  # noqa: E731
-    return replace(batch, image=_where_flag(flags, flip(batch.image), batch.image),
-                   depth=_where_flag(flags, flip(batch.depth), batch.depth), intrinsics=k)
+    for flags, axis, size, name in ((hflags, -1, w, "hflip"), (vflags, -2, h, "vflip")):
+        if flags is not None:
+            flags = _per_sample(f"{name} flags", flags, batch).bool()
+            dims = [d + (axis,) if f else d for d, f in zip(dims, flags.tolist(), strict=True)]
+            k = _mirror_intrinsics(k, flags, axis, size)
+    return replace(batch, image=_flip_each(batch.image, dims),
+                   depth=_flip_each(batch.depth, dims), intrinsics=k)
 
 
 def hflip(batch: DepthBatch, flags: Tensor) -> DepthBatch:
     """Mirror left↔right the samples whose flag (B,) is set; cx → W − 1 − cx."""
-    return _mirror(batch, flags, -1, "hflip")
+    return _mirrors(batch, flags, None)
 
 
 def vflip(batch: DepthBatch, flags: Tensor) -> DepthBatch:
     """Mirror top↔bottom the samples whose flag (B,) is set; cy → H − 1 − cy."""
-    return _mirror(batch, flags, -2, "vflip")
+    return _mirrors(batch, None, flags)
+
+
+def _rotation(batch: DepthBatch, degrees: Tensor) -> tuple[Tensor, Tensor]:
+    """The rotation matrices A (B, 2, 2) float64 and the image centre c (2,) of `rotate`."""
+    degrees = _per_sample("rotate degrees", degrees, batch)
+    h, w = _reference(batch).shape[-2:]
+    theta = torch.deg2rad(degrees.to(torch.float64))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    a = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B,2,2)
+    centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64, device=a.device)
+    return a, centre
+
+
+def _rotation_linear(a: Tensor, h: int, w: int) -> Tensor:
+    """The map of `rotate` (B, 2, 2) in normalised coordinates, D A D⁻¹ with D = diag(2/W, 2/H):
+    in pixels, input = A (output − c) + c; y points down, so A turns the content
+    counter-clockwise."""
+    aspect = torch.tensor([[1.0, h / w], [w / h, 1.0]], dtype=torch.float64, device=a.device)
+    return a * aspect
+
+
+def _rotation_intrinsics(k: Tensor | None, a: Tensor, centre: Tensor) -> Tensor | None:
+    if k is None:
+        return None
+    k = k.clone()
+    p = k[:, :2, 2].to(torch.float64) - centre.to(k.device)
+    moved = torch.einsum("bji,bj->bi", a.to(k.device), p) + centre.to(k.device)  # Aᵀ(p − c) + c
+    k[:, :2, 2] = moved.to(k.dtype)
+    return k
 
 
 def rotate(batch: DepthBatch, degrees: Tensor) -> DepthBatch:
@@ -134,22 +208,38 @@ def rotate(batch: DepthBatch, degrees: Tensor) -> DepthBatch:
     fx ≠ fy no pinhole K describes the rotated image and this is the nearest one. Eigen
     et al. and Huang & Yu do not say (they use no intrinsics).
     """
-    degrees = _per_sample("rotate degrees", degrees, batch)
+    a, centre = _rotation(batch, degrees)
     h, w = _reference(batch).shape[-2:]
-    theta = torch.deg2rad(degrees.to(torch.float64))
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    a = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B,2,2)
-    centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64, device=a.device)
-    # input = A (output − c) + c; y points down, so this A turns the content counter-clockwise.
-    matrix = torch.cat([a, (centre - a @ centre)[..., None]], dim=-1)  # (B, 2, 3)
-    out = _warp(batch, matrix)
-    k = batch.intrinsics
-    if k is not None:
-        k = k.clone()
-        p = k[:, :2, 2].to(torch.float64) - centre.to(k.device)
-        moved = torch.einsum("bji,bj->bi", a.to(k.device), p) + centre.to(k.device)  # Aᵀ(p − c) + c
-        k[:, :2, 2] = moved.to(k.dtype)
-    return replace(out, intrinsics=k)
+    out = _warp(batch, _rotation_linear(a, h, w), may_leave=True)
+    return replace(out, intrinsics=_rotation_intrinsics(batch.intrinsics, a, centre))
+
+
+def _zoom_fractions(batch: DepthBatch, border_fractions: Tensor) -> Tensor:
+    u = _per_sample("zoom_crop border_fractions", border_fractions, batch).to(torch.float64)
+    if bool(((u < 0) | (u >= 0.5)).any()):
+        raise ValueError(f"zoom_crop border_fractions must lie in [0, 0.5), got {u.tolist()}")
+    return u
+
+
+def _zoom_linear(u: Tensor) -> Tensor:
+    """The map of `zoom_crop` (B, 2, 2) in normalised coordinates: s·I with s = 1 − 2u. In
+    pixels, x = s·x' + s/2 + u·W − 1/2, i.e. x − c = s (x' − c): centres of crop and
+    output align."""
+    eye = torch.eye(2, dtype=torch.float64, device=u.device)
+    return (1 - 2 * u)[:, None, None] * eye
+
+
+def _zoom_intrinsics(k: Tensor | None, u: Tensor, h: int, w: int) -> Tensor | None:
+    if k is None:
+        return None
+    # K' = Z K with Z the inverse pixel map: x' = (x − u·W + 1/2)/s − 1/2.
+    s = 1 - 2 * u
+    zoom = torch.zeros(u.shape[0], 3, 3, dtype=torch.float64, device=u.device)
+    zoom[:, 0, 0] = zoom[:, 1, 1] = 1 / s
+    zoom[:, 0, 2] = (0.5 - u * w) / s - 0.5
+    zoom[:, 1, 2] = (0.5 - u * h) / s - 0.5
+    zoom[:, 2, 2] = 1
+    return (zoom.to(k.device) @ k.to(torch.float64)).to(k.dtype)
 
 
 def zoom_crop(batch: DepthBatch, border_fractions: Tensor) -> DepthBatch:
@@ -160,28 +250,10 @@ def zoom_crop(batch: DepthBatch, border_fractions: Tensor) -> DepthBatch:
     border a real number so that any H × W keeps its aspect ratio; an integer border b
     at H = W gives exactly crop-then-resize (align_corners=False).
     """
-    u = _per_sample("zoom_crop border_fractions", border_fractions, batch).to(torch.float64)
-    if bool(((u < 0) | (u >= 0.5)).any()):
-        raise ValueError(f"zoom_crop border_fractions must lie in [0, 0.5), got {u.tolist()}")
+    u = _zoom_fractions(batch, border_fractions)
     h, w = _reference(batch).shape[-2:]
-    s = 1 - 2 * u  # crop side / full side
-    zero = torch.zeros_like(s)
-    # Output pixel x' ← input x = s·x' + s/2 + u·W − 1/2 (centres of crop and output align).
-    matrix = torch.stack([
-        torch.stack([s, zero, s / 2 + u * w - 0.5], -1),
-        torch.stack([zero, s, s / 2 + u * h - 0.5], -1),
-    ], dim=-2)  # (B, 2, 3)
-    out = _warp(batch, matrix)
-    k = batch.intrinsics
-    if k is not None:
-        # K' = Z K with Z the inverse pixel map: x' = (x − u·W + 1/2)/s − 1/2.
-        zoom = torch.zeros(u.shape[0], 3, 3, dtype=torch.float64, device=u.device)
-        zoom[:, 0, 0] = zoom[:, 1, 1] = 1 / s
-        zoom[:, 0, 2] = (0.5 - u * w) / s - 0.5
-        zoom[:, 1, 2] = (0.5 - u * h) / s - 0.5
-        zoom[:, 2, 2] = 1
-        k = (zoom.to(k.device) @ k.to(torch.float64)).to(k.dtype)
-    return replace(out, intrinsics=k)
+    out = _warp(batch, _zoom_linear(u), may_leave=False)
+    return replace(out, intrinsics=_zoom_intrinsics(batch.intrinsics, u, h, w))
 
 
 def colour_scale(batch: DepthBatch, factors: Tensor) -> DepthBatch:
@@ -218,13 +290,82 @@ class Draw:
     gamma: Tensor | None = None  # (B,)
 
 
+def _geometric(batch: DepthBatch, draw: Draw) -> DepthBatch:
+    """Zoom crop, rotation and flips as one resampling, K updated op by op as each op does.
+
+    In normalised coordinates each op is a linear map about the image centre, so the
+    composition is a product of 2 × 2 matrices. A flip is x → −x there: negating a column
+    samples the points of the unflipped map in mirrored order, bit for bit what a flip of
+    the output gives.
+    """
+    if draw.border_fractions is None and draw.degrees is None:
+        if draw.hflip is None and draw.vflip is None:
+            return batch
+        return _mirrors(batch, draw.hflip, draw.vflip)  # exact index flips, no resampling
+    h, w = _reference(batch).shape[-2:]
+    linear, k = None, batch.intrinsics
+    if draw.border_fractions is not None:
+        u = _zoom_fractions(batch, draw.border_fractions)
+        linear, k = _zoom_linear(u), _zoom_intrinsics(k, u, h, w)
+    if draw.degrees is not None:
+        a, centre = _rotation(batch, draw.degrees)
+        rotation = _rotation_linear(a, h, w)
+        # output → rotate's input (the zoomed image) → zoom's input: Z · R
+        linear = rotation if linear is None else linear @ rotation
+        k = _rotation_intrinsics(k, a, centre)
+    for flags, column, axis, name in ((draw.hflip, 0, -1, "hflip"), (draw.vflip, 1, -2, "vflip")):
+        if flags is not None:
+            flags = _per_sample(f"{name} flags", flags, batch).bool()
+            linear[..., column] *= 1.0 - 2.0 * flags.to(linear.device, linear.dtype)[:, None]
+            k = _mirror_intrinsics(k, flags, axis, h if axis == -2 else w)
+    out = _warp(batch, linear, may_leave=draw.degrees is not None)
+    return replace(out, intrinsics=k)
+
+
+def _bytes_to_unit(batch: DepthBatch, draw: Draw) -> DepthBatch:
+    """uint8 image → float in [0, 1], colour-scaled and gamma-corrected. With a gamma, both go
+    through a per-sample 256-entry table: the public ops applied to the 256 levels, so the
+    values are theirs, at the cost of a gather instead of a pow per pixel."""
+    image = batch.image
+    if draw.gamma is None:  # a multiply is cheaper than the table's gather
+        batch = replace(batch, image=image.float().div_(255.0))
+        return batch if draw.colour is None else colour_scale(batch, draw.colour)
+    b, c = image.shape[:2]
+    levels = torch.arange(256, dtype=torch.float32, device=image.device).div_(255.0)
+    table = DepthBatch(image=levels.expand(b, c, 1, 256), depth=None)  # (B, C, 1, 256)
+    if draw.colour is not None:
+        table = colour_scale(table, draw.colour)
+    table = gamma(table, draw.gamma)
+    lut = table.image.expand(b, c, 1, 256).reshape(b, c, 256)
+    index = image.reshape(b, c, -1).long()  # (B, C, H·W)
+    return replace(batch, image=torch.gather(lut, 2, index).reshape(image.shape))
+
+
 def apply_draw(batch: DepthBatch, draw: Draw) -> DepthBatch:
-    """Apply the drawn values in a fixed order: zoom crop, rotate, flips, colour, gamma."""
-    steps = ((zoom_crop, draw.border_fractions), (rotate, draw.degrees), (hflip, draw.hflip),
-             (vflip, draw.vflip), (colour_scale, draw.colour), (gamma, draw.gamma))
-    for op, values in steps:
-        if values is not None:
-            batch = op(batch, values)
+    """Apply the drawn values in a fixed order: zoom crop, rotate, flips, colour, gamma.
+
+    Zoom, rotation and flips are one composed map sampled once (bilinear image, nearest
+    depth); for the presets, which combine at most one of zoom or rotation with
+    flips, that is bit for bit the ops one after another. Zoom and rotation together are
+    interpolated once instead of twice. Flips alone stay exact index flips.
+
+    An image given as uint8 (0–255, as `RandomBatches` keeps it) becomes float in [0, 1]
+    here, and colour scale and gamma then run first, before the geometric warp (gamma as
+    a lookup table on the 256 byte values instead of a pow per pixel): both are
+    pointwise and a warp only moves and blends pixels, so the order changes nothing but
+    what interpolation blends (scaled, gamma-corrected neighbours instead of the gamma of
+    a blend); exact flips and areas outside the frame (0 stays 0) are unchanged.
+    """
+    if batch.image is not None and batch.image.dtype == torch.uint8:
+        if draw.border_fractions is None and draw.degrees is None:
+            # exact flips first, on bytes: a quarter of the memory to move
+            return _bytes_to_unit(_geometric(batch, draw), draw)
+        return _geometric(_bytes_to_unit(batch, draw), draw)
+    batch = _geometric(batch, draw)
+    if draw.colour is not None:
+        batch = colour_scale(batch, draw.colour)
+    if draw.gamma is not None:
+        batch = gamma(batch, draw.gamma)
     return batch
 
 
@@ -306,7 +447,8 @@ class Augmentation:
         return Draw(**values)
 
     def apply(self, batch: DepthBatch, generator: torch.Generator) -> DepthBatch:
-        """The augmented batch: one draw if paired, independent image/depth draws if not."""
+        """The augmented batch: one draw if paired, independent image/depth draws if not; a
+        uint8 image comes back as float in [0, 1] (see `apply_draw`)."""
         if batch.paired or batch.image is None or batch.depth is None:
             return apply_draw(batch, self.draw(_reference(batch).shape[0], generator))
         image_half = apply_draw(replace(batch, depth=None),
