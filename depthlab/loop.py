@@ -1,4 +1,5 @@
-"""The one training loop: steps, evaluation cadence, NaN detection, best-so-far, seeding.
+"""The one training loop: steps, evaluation cadence, NaN detection, best-so-far, seeding,
+and the progress and RNG states it resumes from.
 
 Plain PyTorch: the same function runs in a test, a notebook and a Ray Train worker.
 """
@@ -8,6 +9,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,15 @@ class FitResult:
     last: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where the loop stands after an evaluation: enough for `fit` to continue from there."""
+
+    step: int
+    best: dict[str, float]  # best value of each evaluation metric so far
+    last: dict[str, float]  # the metrics reported at `step`
+
+
 Report = Callable[[int, dict[str, float], Evaluation | None, bool], None]
 
 
@@ -46,6 +57,36 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def rng_state(*generators: torch.Generator) -> dict[str, Any]:
+    """Python's, NumPy's and torch's global RNG states (CUDA too) and those of `generators`,
+    as tensors and plain values: a checkpoint loads them with weights_only."""
+    version, mt, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": (version, torch.tensor(mt, dtype=torch.int64), gauss),
+             "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+             "torch": torch.get_rng_state(),
+             "generators": [g.get_state() for g in generators]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], *generators: torch.Generator) -> None:
+    """Put back what `rng_state` returned (same generators, same order)."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt.tolist()), gauss))
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    saved = state["generators"]
+    if len(saved) != len(generators):
+        raise ValueError(f"RNG state holds {len(saved)} generator(s), {len(generators)} given")
+    for generator, value in zip(generators, saved, strict=True):
+        generator.set_state(value)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,7 +136,8 @@ def _improves(key: str, value: float, best: float | None) -> bool:
 
 
 def fit(method: Method, batches: Iterator[DepthBatch], run_eval: Callable[[], Evaluation],
-        settings: TrainSettings, report: Report, primary: str, start_step: int = 0) -> FitResult:
+        settings: TrainSettings, report: Report, primary: str, start: Progress | None = None,
+        save: Callable[[Progress], None] | None = None) -> FitResult:
     """Train `settings.steps` steps, evaluating at step 0 and every `eval_every` steps.
 
     `report(step, metrics, evaluation, improved)` receives train/… (means since the
@@ -103,11 +145,16 @@ def fit(method: Method, batches: Iterator[DepthBatch], run_eval: Callable[[], Ev
     named by `primary` ("best/rmse_um" or "rmse_um") reached a new best (the moment
     to save the best checkpoint). A non-finite loss stops training and reports
     `diverged = 1`.
+
+    `save(progress)` runs at each evaluation, before its report (a reporter can hand on
+    what it wrote). `start`, a saved progress (with the method's state and RNG already
+    restored by the caller), continues after its step; one that is already at the end
+    reports its last metrics once more, so a caller that lost them gets them.
     """
     primary_key = primary.split("/", 1)[-1]  # "best/rmse_um" → evaluation metric "rmse_um"
-    best: dict[str, float] = {}
+    best: dict[str, float] = dict(start.best) if start else {}
     running: dict[str, list[float]] = defaultdict(list)
-    last: dict[str, float] = {}
+    last: dict[str, float] = dict(start.last) if start else {}
 
     def evaluate_and_report(step: int) -> None:
         nonlocal last
@@ -121,11 +168,17 @@ def fit(method: Method, batches: Iterator[DepthBatch], run_eval: Callable[[], Ev
         last.update({f"eval/{k}": v for k, v in evaluation.metrics.items()})
         last.update({f"best/{k}": v for k, v in best.items()})
         running.clear()
+        if save is not None:
+            save(Progress(step, dict(best), dict(last)))
         report(step, dict(last), evaluation, improved)
 
-    if start_step == 0:
+    first = start.step if start else 0
+    if start is None:
         evaluate_and_report(0)
-    for step in range(start_step, settings.steps):
+    elif first >= settings.steps:
+        report(first, dict(last), None, False)
+        return FitResult(first, False, best, last)
+    for step in range(first, settings.steps):
         losses = method.train_step(batches, step)
         bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
         if bad:

@@ -4,8 +4,13 @@ Ray hands a trial that ASHA stopped at a rung to Optuna as COMPLETE with its
 value at that rung, so TPE would rank a short trial's early loss as if it were
 final. Here such a trial is told as PRUNED: Optuna keeps its intermediate
 values (reported at every evaluation) and TPE ranks it by how far it got.
+A diverged trial (NaN/inf loss) is told as COMPLETE with the worst value for
+the study's direction: TPE then learns that region is bad, where FAIL would let
+it sample there again.
 Imported only by study.py's driver code.
 """
+
+import math
 
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
@@ -26,6 +31,11 @@ class StudySearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        if trial_id not in self._completed_trials and result and result.get("diverged"):
+            worst = math.inf if self._mode == "min" else -math.inf
+            self._ot_study.tell(self._ot_trials[trial_id], worst)
+            self._completed_trials.add(trial_id)
+            return
         if trial_id in self._completed_trials or not self.stopped_early(result, error):
             super().on_trial_complete(trial_id, result, error)
             return

@@ -9,6 +9,8 @@ holding a custom `trial_driver` resource instead of a CPU) that builds a
 
 import argparse
 import dataclasses
+import fcntl
+import itertools
 import json
 import math
 import os
@@ -16,22 +18,37 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from depthlab import checkpoint, tracking
 from depthlab.catalog import CatalogEntry, load_entry
 from depthlab.config import Budget, TrainSettings, from_dict, to_dict
 from depthlab.data.datasets import read_rows
 from depthlab.data.shards import prepare
-from depthlab.loop import Evaluation
+from depthlab.loop import HIGHER_IS_BETTER, Evaluation
 from depthlab.methods import METHODS, DataInfo
-from depthlab.trial import EvalSet, TrialPlan, constant_baseline, data_info, train_trial
+from depthlab.trial import (
+    EvalSet,
+    SavedState,
+    TrialPlan,
+    constant_baseline,
+    data_info,
+    latest_state,
+    saved_states,
+    state_folder,
+    train_trial,
+)
 from depthlab.viz import depth_panel
 
 DRIVER_RESOURCE = "trial_driver"
+UNSENT_FILE = "mlflow_unsent.jsonl"  # in a trial's Train folder: writes MLflow did not take
+TRAIN_RETRIES = 2  # worker-group restarts per trial (Ray Train FailureConfig)
+DRIVER_RETRIES = 1  # trial-driver restarts per trial (Ray Tune FailureConfig)
+KEPT_STATES = 2  # trial states Train keeps: the latest, and one in case it is damaged
 RAY_ENV = {
     # A Train report otherwise blocks ~1.9 s on the controller's poll (RAY_NOTES).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
@@ -108,30 +125,119 @@ def _train_worker(config: dict[str, Any]) -> None:
     study = tracking.StudyRun(**config["study"])
     params = {"method": plan.method_config, "train": plan.settings,
               "dataset": f"{plan.data['name']}@{plan.data['version']}"}
-    run = tracking.TrialRun(study, config["trial_name"], params,
-                            {"depthlab.trial_id": config["trial_id"]}) if rank == 0 else None
+    _note_pid("worker", config["trial_id"], rank)
+    resume, warned = _resume_point(ray.train.get_checkpoint())  # every rank: the same state
+    # A finished trial that Tune runs again (its driver was killed before Tune saved the end).
+    finished = resume is not None and resume.step >= plan.settings["steps"]
+    run, run_id, attempt, logged = None, "", 1, -1
     workdir = Path(tempfile.mkdtemp(prefix="depthlab-trial-"))
+    state_dir = None
+    if rank == 0:  # tags to filter and compare by in the UI, and where the trial ran
+        tags = {"depthlab.trial_id": config["trial_id"], "depthlab.method": plan.method,
+                **tracking.study_tags(study), **_node_tags()}
+        run, run_id, attempt, logged = _trial_run(study, config, plan, params, tags, resume,
+                                                  finished, warned)
+        state_dir = None if finished else workdir / "states"
 
     def report(method, step: int, metrics: dict[str, float], evaluation: Evaluation | None,
                improved: bool) -> None:
-        if run is not None:
+        if run is not None and step > logged:  # a retry redoes steps MLflow may have
             run.log_metrics(step, metrics)
             if improved and evaluation is not None:  # before the report: ASHA may stop us
                 _log_best(run, plan, method, evaluation, step, workdir)
-        out = dict(metrics, step=step, mlflow_run_id=run.run_id if run else "")
+        out = dict(metrics, step=step, mlflow_run_id=run_id)
+        if run is not None and (unsent := run.flush()):  # this report may be the last
+            out["mlflow_unsent"] = str(unsent)
         if metrics.get("diverged"):
-            out[plan.primary] = math.inf  # never NaN: ASHA and Optuna stall on it
-        ray.train.report(out)
+            out[plan.primary] = worst_value(plan.primary)  # never NaN: ASHA, Optuna stall
+        ray.train.report(out, **_state_checkpoint(state_dir, step, attempt))
 
     try:
-        if run is not None:
-            run.log_dict(config, "config.json")
-        train_trial(plan, report, rank)
+        if run is not None:  # every attempt: an unwritable artifact store fails it here,
+            run.log_dict(config, "config.json")  # not only the first (a retry logs no best)
+        train_trial(plan, report, rank, state_dir=state_dir, resume=resume)
     except BaseException as error:
         if run is not None:
-            tracking.end_run(study.tracking_uri, run.run_id, "FAILED",
-                             {"depthlab.failure": f"{type(error).__name__}: {error}"[:5000]})
+            try:
+                tracking.end_run(study.tracking_uri, run.run_id, "FAILED",
+                                 {"depthlab.failure": f"{type(error).__name__}: {error}"[:5000]})
+            except Exception as unreachable:  # the driver closes it; keep the first error
+                print(f"could not mark run {run.run_id} FAILED: {unreachable}", file=sys.stderr)
         raise
+
+
+def worst_value(metric: str) -> float:
+    """What a diverged trial reports for `metric`: the worst value in the loop's sense of
+    better (+inf for errors, -inf for best/corr, δ1 …), so ASHA and Optuna rank it last."""
+    return -math.inf if metric.split("/")[-1] in HIGHER_IS_BETTER else math.inf
+
+
+def _resume_point(latest) -> tuple[SavedState | None, list[str]]:
+    """The newest trial state that verifies among those Train kept for this trial (`latest`,
+    Train's last checkpoint, and the ones beside it); warnings name each damaged one."""
+    if latest is None:
+        return None, []
+    folder = Path(latest.path)
+    # Local or shared storage: every kept checkpoint is a sibling; else only the latest.
+    candidates = saved_states(folder.parent) if folder.is_dir() else [latest.to_directory()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        saved = latest_state(candidates)
+    for warning in caught:  # to the worker's log as well as to the run's tags
+        warnings.showwarning(warning.message, warning.category, warning.filename,
+                             warning.lineno)
+    return saved, [str(w.message) for w in caught]
+
+
+def _trial_run(study: tracking.StudyRun, config: dict[str, Any], plan: TrialPlan,
+               params: dict[str, Any], tags: dict[str, str], resume: SavedState | None,
+               finished: bool, warned: list[str]) -> tuple[tracking.TrialRun | None, str, int,
+                                                           float]:
+    """Rank 0's MLflow run, its id, the attempt and the last step it logged: a retried trial
+    reopens its run and logs `retry` (= attempts so far) at the step it resumes from; a
+    finished trial run again only re-reports (no run to write)."""
+    if finished:
+        found = tracking.find_trial_run(study, config["trial_id"])
+        return None, found.info.run_id if found else "", 0, math.inf
+    run, attempt = tracking.open_trial_run(study, config["trial_id"], config["run_name"],
+                                           params, tags)
+    if config.get("unsent"):  # where writes MLflow missed are kept; an earlier attempt's
+        run.keep_unsent_in(config["unsent"])  # are sent now, before we ask what it logged
+    logged = -1
+    if attempt > 1:
+        run.log_metrics(resume.step if resume else 0, {"retry": attempt - 1})
+        logged = tracking.last_step(study.tracking_uri, run.run_id, plan.primary)
+        logged = -1 if logged is None else logged
+    if warned:
+        run.set_tags({"depthlab.resume_warning": " | ".join(warned)[:5000]})
+    return run, run.run_id, attempt, logged
+
+
+def _state_checkpoint(state_dir: Path | None, step: int, attempt: int) -> dict[str, Any]:
+    """`ray.train.report`'s checkpoint arguments for the trial state saved at `step` (none
+    when no state was saved there); Train copies it to its storage, then deletes ours."""
+    import ray.train
+
+    folder = state_folder(state_dir, step) if state_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return {}
+    # The attempt in the name: a retry that redoes a step never reuses a kept folder's name.
+    return {"checkpoint": ray.train.Checkpoint.from_directory(str(folder)),
+            "checkpoint_dir_name": f"{folder.name}-attempt{attempt:03d}",
+            "delete_local_checkpoint_after_upload": True}
+
+
+# Test-only hook (tests/test_faults_resume.py): when this variable names a file, each trial
+# driver and Train worker appends "<role> <trial id> <rank> <pid>" to it, so a test can kill
+# exactly that process. Unset in normal use.
+PID_FILE_ENV = "DEPTHLAB_TEST_PID_FILE"
+
+
+def _note_pid(role: str, trial_id: str, rank: int) -> None:
+    path = os.environ.get(PID_FILE_ENV)
+    if path:
+        with open(path, "a") as handle:
+            handle.write(f"{role} {trial_id} {rank} {os.getpid()}\n")
 
 
 def _log_best(run: tracking.TrialRun, plan: TrialPlan, method, evaluation: Evaluation,
@@ -139,10 +245,13 @@ def _log_best(run: tracking.TrialRun, plan: TrialPlan, method, evaluation: Evalu
     """The best checkpoint so far and its depth panel, as artifacts of the child run."""
     info = DataInfo(**plan.data)
     weights = {name: net.state_dict() for name, net in method.networks().items()}
+    # The state's plain values (multiscale's training stage) decide how the model predicts.
+    weights.update({k: v for k, v in method.state_dict().items() if not isinstance(v, dict)})
     path = checkpoint.save(workdir / "best.pt", method=plan.method, config=plan.method_config,
                            settings=plan.settings, dataset=f"{info.name}@{info.version}",
-                           state=weights, step=step)
+                           state=weights, step=step, data=plan.data)
     run.log_artifact(path, "checkpoint")
+    run.log_artifact(checkpoint.digest_path(path), "checkpoint")  # `checkpoint.load` checks it
     primary = plan.primary.split("/", 1)[-1]
     title = f"step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in evaluation.metrics.items())
     panel = depth_panel(evaluation.images, evaluation.predictions, evaluation.truths,
@@ -150,6 +259,42 @@ def _log_best(run: tracking.TrialRun, plan: TrialPlan, method, evaluation: Evalu
     run.log_artifact(panel)
     run.set_tags({"depthlab.best_step": str(step), f"depthlab.best_{primary}":
                   f"{evaluation.metrics.get(primary, float('nan')):.6g}"})
+
+
+def _node_tags() -> dict[str, str]:
+    """Where this process runs: its Ray node's id and IP, and the host name."""
+    import ray
+
+    return {"depthlab.node_id": ray.get_runtime_context().get_node_id(),
+            "depthlab.node_ip": ray.util.get_node_ip_address(),
+            "depthlab.hostname": socket.gethostname()}
+
+
+# Run names are read in the UI's narrow run-name column: common config words shortened.
+SHORT_KEYS = {"batch_size": "bs", "grad_clip": "clip", "learning_rate": "lr",
+              "weight_decay": "wd"}
+SHORT_WORDS = {"generator": "gen", "discriminator": "disc", "reconstruction": "rec",
+               "weight": "w", "iterations": "it", "iters": "it"}
+
+
+def _short_value(value: Any) -> str:
+    """5e-05 → 5e-5, 100.0 → 100, 0.25 → 0.25; other values as they print."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+
+
+def run_name(method: str, chosen: dict[str, Any], trial_id: str) -> str:
+    """A trial's MLflow run name: method, the values the search chose, and the trial id
+    the progress lines print, e.g. `wgan_perceptual critic=dcgan gen=unet bs=8 #927b80f9`."""
+    shown = []
+    for key, value in chosen.items():
+        short = SHORT_KEYS.get(key) or "_".join(SHORT_WORDS.get(w, w) for w in key.split("_"))
+        shown.append(f"{short}={_short_value(value)}")
+    return " ".join([method, *shown, f"#{trial_id}"])
 
 
 def _trial_driver(config: dict[str, Any]) -> None:
@@ -160,6 +305,7 @@ def _trial_driver(config: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     context = tune.get_context()
+    _note_pid("driver", context.get_trial_id(), 0)
     fixed = config["fixed"]
     plan = dict(fixed["plan"])
     plan["method_config"] = {**plan["method_config"], **config.get("method", {})}
@@ -169,14 +315,21 @@ def _trial_driver(config: dict[str, Any]) -> None:
         _train_worker,
         train_loop_config={"plan": plan, "study": fixed["study"],
                            "trial_id": context.get_trial_id(),
-                           "trial_name": context.get_trial_name()},
+                           "unsent": str(Path(fixed["storage"]) / f"train-{context.get_trial_id()}"
+                                         / UNSENT_FILE),
+                           "run_name": run_name(plan["method"], {**config.get("method", {}),
+                                                                 **config.get("train", {})},
+                                                context.get_trial_id())},
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling["workers"], use_gpu=scaling["gpus_per_worker"] > 0,
             resources_per_worker={"CPU": scaling["cpus_per_worker"],
                                   "GPU": scaling["gpus_per_worker"]}),
         run_config=ray.train.RunConfig(
             name=f"train-{context.get_trial_id()}", storage_path=fixed["storage"],
-            callbacks=[TuneReportCallback()]),
+            callbacks=[TuneReportCallback()],
+            # A dead worker: the group restarts from the latest kept trial state.
+            failure_config=ray.train.FailureConfig(max_failures=TRAIN_RETRIES),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEPT_STATES)),
     )
     trainer.fit()
 
@@ -191,6 +344,10 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,
     from ray import tune
 
     class CloseRuns(tune.Callback):
+        def __init__(self):
+            super().__init__()
+            self.unsent: dict[str, str] = {}  # trial id → its file of records MLflow missed
+
         def on_trial_start(self, iteration, trials, trial, **info):
             chosen = {**trial.config.get("method", {}), **trial.config.get("train", {})}
             shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
@@ -198,6 +355,11 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,
             print(f"  {trial.trial_id} start: {', '.join(shown)}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("mlflow_unsent") and trial.trial_id not in self.unsent:
+                self.unsent[trial.trial_id] = result["mlflow_unsent"]
+                print(f"  warning: {trial.trial_id} cannot reach MLflow; it keeps its records "
+                      f"in {result['mlflow_unsent']} and sends them when MLflow answers",
+                      flush=True)
             metric = [f"{k.split('/', 1)[1]} {v:.3g}" for k, v in result.items()
                       if k.startswith("eval/") and isinstance(v, float)
                       and (not names or k.split("/", 1)[1] in names)]
@@ -205,6 +367,7 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,
                   + "  ".join(metric), flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            self.send_unsent(trial)
             result = trial.last_result or {}
             run_id = result.get("mlflow_run_id")
             if not run_id:
@@ -218,10 +381,28 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,
                 tracking.end_run(uri, run_id, "FINISHED", tags)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            run_id = (trial.last_result or {}).get("mlflow_run_id")
-            if run_id:
-                tracking.end_run(uri, run_id, "FAILED", {"depthlab.failure": "trial error"})
-            print(f"  {trial.trial_id} failed: see {trial.local_path}", flush=True)
+            self.send_unsent(trial)
+            # A worker that failed tagged its run with the cause (an OSError names the path
+            # and errno) and ended it; one that died could not: end it here.
+            found = tracking.find_trial_run(study, trial.trial_id)
+            reason = found.data.tags.get("depthlab.failure") if found else None
+            if found is not None and (found.info.status == "RUNNING" or not reason):
+                tracking.end_run(uri, found.info.run_id, "FAILED",
+                                 {"depthlab.failure": reason or "trial error"})
+            print(f"  {trial.trial_id} failed: {reason or 'trial error'} (Tune's log: "
+                  f"{trial.local_path})", flush=True)
+
+        def send_unsent(self, trial):
+            """What a trial could not send to MLflow, sent now that it has ended."""
+            path = self.unsent.pop(trial.trial_id, None)
+            try:
+                sent = not path or tracking.send_unsent(uri, path)
+            except Exception as error:  # e.g. an artifact on the worker's disk: keep the file
+                print(f"  warning: {trial.trial_id}: {tracking.redact(str(error))}")
+                sent = False
+            if not sent:
+                print(f"  warning: MLflow did not take all of {trial.trial_id}'s records: "
+                      f"they stay in {path}", flush=True)
 
     return CloseRuns()
 
@@ -261,6 +442,7 @@ def _start_ray(address: str | None) -> bool:
         return False
     env = {**RAY_ENV, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     os.environ.update(RAY_ENV)  # the local raylet inherits the driver's environment
+    address = address or os.environ.get("RAY_ADDRESS")  # `ray submit` on a cluster's head
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return True
@@ -293,17 +475,61 @@ def _free_port() -> int:
 
 
 def _storage_dir(root: Path, name: str, resume: bool) -> Path:
-    """The Tune experiment folder: the latest one to resume, else the next free name."""
-    candidates = sorted((p for p in root.glob(f"{name}*") if p.is_dir()),
-                        key=lambda p: p.stat().st_mtime)
+    """The Tune experiment folder: the latest one of this name (`name` or `name-N`) to
+    resume, else the next free name, created here: mkdir is atomic, so two drivers
+    starting together get two folders."""
     if resume:
+        candidates = sorted((p for p in root.glob(f"{name}*") if p.is_dir() and (
+            p.name == name or p.name.removeprefix(f"{name}-").isdigit())),
+            key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise ValueError(f"--resume: no earlier study named {name!r} under {root}")
         return candidates[-1]
-    path, index = root / name, 2
-    while path.exists():
-        path, index = root / f"{name}-{index}", index + 1
-    return path
+    root.mkdir(parents=True, exist_ok=True)
+    for index in itertools.count(1):
+        path = root / (name if index == 1 else f"{name}-{index}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+LOCK_FILE = "depthlab_driver.lock"
+
+
+def _hold_study_lock(folder: Path) -> IO[str]:
+    """An exclusive lock on the study folder while this driver runs (the OS drops it when
+    the process ends, even on SIGKILL): a second driver of the same folder, e.g. a second
+    --resume, is refused with the holder's pid instead of interleaving trials."""
+    handle = open(folder / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ValueError(f"study folder {folder} is in use by another study driver (pid "
+                         f"{holder}); wait for it to end, or start a new study with another "
+                         "--name") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _check_runs_folder(root: Path) -> None:
+    """Raise a ValueError naming the folder and the OS error when Tune's state, trial
+    checkpoints and (local) artifacts could not be written under `root`."""
+    try:
+        (root / "ray").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root / "ray"):
+            pass
+    except OSError as error:
+        raise ValueError(f"runs folder {root} is not writable ([Errno {error.errno}] "
+                         f"{error.strerror}: {error.filename or root}); run the study from a "
+                         "writable working directory") from error
 
 
 @dataclass
@@ -427,6 +653,7 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
         raise ValueError(f"--concurrent = {max_concurrent_trials}: expected >= 1")
     uri = tracking.resolve_uri(tracking_uri)
     tracking.check_writable(uri)
+    _check_runs_folder(Path(runs_dir).resolve())
     entry = choose_dataset(spec, source)
     overrides = pretrained_overrides(spec, pretrained)
     plan = plan_for(spec, chosen, Path("."), entry, seed, overrides)  # validates: before Ray
@@ -440,9 +667,14 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
                        spec, chosen, data_dir, entry,
                        source if entry.name == spec.dataset else None))
     runs_root = Path(runs_dir).resolve()
-    storage = _storage_dir(runs_root / "ray", name or f"{spec.name}-{budget}", resume)
     baseline = constant_baseline(plan)
-    study = _open_parent(spec, chosen, uri, runs_root, storage, resume, baseline, plan)
+    storage = _storage_dir(runs_root / "ray", name or f"{spec.name}-{budget}", resume)
+    lock = _hold_study_lock(storage)
+    try:
+        study = _open_parent(spec, chosen, uri, runs_root, storage, resume, baseline, plan)
+    except BaseException:
+        lock.close()
+        raise
     print(f"study {storage.name}: {chosen.num_trials} trials of {spec.method} on "
           f"{entry.name} ({budget} budget: {chosen.steps} steps at "
           f"{chosen.image_size[0]}x{chosen.image_size[1]}); MLflow parent run "
@@ -456,9 +688,12 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
         started_ray = _start_ray(address)
         scaling = _resources(workers, gpu, max_concurrent_trials)
         results = _tune(spec, chosen, plan, study, storage, scaling, resume, seed)
-        if len(results) < chosen.num_trials or any(r.metrics == {} and r.error is None
-                                                    for r in results):
-            status = "KILLED"  # Ctrl-C: Tune returns the partial results
+        # Ctrl-C: Tune returns the partial results, and the trials it interrupted still have
+        # RUNNING runs (every trial that ended had its run closed by the callback). Tune's
+        # own statuses can't tell: it marks interrupted trials TERMINATED as it cleans up.
+        interrupted = any(r.info.status == "RUNNING" for r in tracking.child_runs(uri, study))
+        if len(results) < chosen.num_trials or interrupted:
+            status = "KILLED"
         else:
             status = "FAILED" if results.num_errors == len(results) else "FINISHED"
     except KeyboardInterrupt:
@@ -473,8 +708,9 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
             import ray
 
             ray.shutdown()
+        lock.close()  # another driver may take the folder now (e.g. --resume)
     board = leaderboard(uri, study, spec.metric, spec.mode)
-    scored = [r for r in board if r["value"] is not None and math.isfinite(r["value"])]
+    scored = [r for r in board if eligible(r)]
     outcome = StudyOutcome(study, status, scored[0]["run_id"] if scored else None, board,
                            time.time() - started, baseline)
     print_summary(outcome, spec, chosen)
@@ -484,11 +720,17 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
 def _open_parent(spec, budget, uri, runs_root, storage, resume, baseline, plan):
     state_file = storage / "depthlab_study.json"
     if resume and state_file.exists():
-        return tracking.resume_study(uri, json.loads(state_file.read_text())["parent_run_id"])
+        study = tracking.resume_study(uri, json.loads(state_file.read_text())["parent_run_id"])
+        # Runs a killed driver left RUNNING end now; a trial that resumes reopens its own.
+        closed = tracking.close_unfinished(uri, study, "KILLED")
+        if closed:
+            print(f"{closed} trial run(s) left running by the interrupted study marked KILLED",
+                  flush=True)
+        return study
     study = tracking.start_study(
         uri, spec.name, runs_root / "mlartifacts", storage.name,
         {"budget": budget.name, "method": spec.method, "dataset": plan.data["name"],
-         "metric": spec.metric, "num_trials": budget.num_trials,
+         "metric": spec.metric, "mode": spec.mode, "num_trials": budget.num_trials,
          "image_size": "x".join(map(str, budget.image_size)), "fixed": plan.method_config,
          "train": plan.settings},
         {"depthlab.study": spec.name, "depthlab.budget": budget.name})
@@ -526,6 +768,8 @@ def _tune(spec, budget, plan, study, storage, scaling, resume, seed):
                                     max_concurrent_trials=scaling["concurrent"]),
         run_config=tune.RunConfig(
             name=storage.name, storage_path=str(storage.parent), verbose=0,
+            # A dead trial driver: Tune starts it again; its Train run resumes (same name).
+            failure_config=tune.FailureConfig(max_failures=DRIVER_RETRIES),
             callbacks=[_close_runs_callback(study.tracking_uri, budget.steps, study,
                                             spec.shown_metrics)]),
     )
@@ -552,9 +796,15 @@ def leaderboard(uri: str, study: tracking.StudyRun, metric: str, mode: str,
                      "tags": {k: v for k, v in run.data.tags.items()
                               if k.startswith("depthlab.")}})
     sign = 1 if mode == "min" else -1
-    rows.sort(key=lambda r: (r["value"] is None or not math.isfinite(r["value"]),
-                             sign * (r["value"] or 0)))
+    rows.sort(key=lambda r: (not eligible(r), sign * (r["value"] or 0)))
     return rows[:top] if top else rows
+
+
+def eligible(row: dict[str, Any]) -> bool:
+    """Whether a leaderboard row may be the study's best: it has a finite metric and did not
+    fail (a diverged trial keeps the finite best/ value of its last good evaluation)."""
+    return (row["value"] is not None and math.isfinite(row["value"])
+            and row["status"] != "FAILED" and "depthlab.failure" not in row["tags"])
 
 
 def baseline_key(metric: str) -> str:
@@ -582,6 +832,26 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def print_leaderboard(board: list[dict[str, Any]], metric_keys: list[str],
+                      param_keys: list[str], show_run: bool = False) -> None:
+    """Leaderboard rows as a table: rank, status, (run id), the parameters, the metrics."""
+    header = (["#", "status"] + (["run"] if show_run else [])
+              + [k.split(".", 1)[1] for k in param_keys] + metric_keys)
+    lines = [header]
+    for i, row in enumerate(board, 1):
+        state = row["status"] + ("*" if row["tags"].get("depthlab.stopped_early") == "true"
+                                 else "")
+        if row["tags"].get("depthlab.failure") == "diverged":
+            state = "DIVERGED"
+        lines.append([str(i), state] + ([row["run_id"][:8]] if show_run else [])
+                     + [_short(row["params"].get(k)) for k in param_keys]
+                     + [_short(row["metrics"].get(k, "-")) for k in metric_keys])
+    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    print("(* = stopped early by ASHA)")
+
+
 def print_summary(outcome: StudyOutcome, spec: StudySpec, budget: Budget, top: int = 10) -> None:
     """The leaderboard, the best run, and how to open the MLflow UI."""
     board = outcome.leaderboard[:top]
@@ -590,20 +860,7 @@ def print_summary(outcome: StudyOutcome, spec: StudySpec, budget: Budget, top: i
     if board:
         metric_keys = list(spec.shown_metrics) or sorted(
             {k for r in board for k in r["metrics"] if k.startswith("best/")})
-        param_keys = varied_params(outcome.leaderboard)
-        header = ["#", "status"] + [k.split(".", 1)[1] for k in param_keys] + metric_keys
-        lines = [header]
-        for i, row in enumerate(board, 1):
-            state = row["status"] + ("*" if row["tags"].get("depthlab.stopped_early") == "true"
-                                     else "")
-            if row["tags"].get("depthlab.failure") == "diverged":
-                state = "DIVERGED"
-            lines.append([str(i), state] + [_short(row["params"].get(k)) for k in param_keys]
-                         + [_short(row["metrics"].get(k, "-")) for k in metric_keys])
-        widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
-        for line in lines:
-            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
-        print("(* = stopped early by ASHA)")
+        print_leaderboard(board, metric_keys, varied_params(outcome.leaderboard))
     shown = {baseline_key(m) for m in spec.shown_metrics}
     for key, value in outcome.baseline.items():
         if not shown or key in shown:
@@ -623,9 +880,11 @@ def study_arguments(spec: StudySpec, argv: list[str] | None = None) -> argparse.
                         f"{b.image_size[0]}x{b.image_size[1]}" for k, b in spec.budgets.items())
     parser.add_argument("--budget", choices=sorted(spec.budgets), default="default",
                         help=f"study size ({budgets})")
-    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI "
-                        "(default: sqlite:///mlflow.db in the working directory)")
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, "
+                        "else start a local Ray)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                        "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working "
+                        "directory)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the latest interrupted study of this name")
     parser.add_argument("--name", help="study folder name (default: <study>-<budget>)")

@@ -1,10 +1,14 @@
 """One trial without Ray: a plan of plain values → data, method, the one loop.
 
 The same function runs in a test, a benchmark and a Ray Train worker; Ray and
-MLflow stay outside (the caller's `report` decides where metrics go).
+MLflow stay outside (the caller's `report` decides where metrics go). A trial
+given a `state_dir` saves its whole state at every evaluation (`step-N/trial_state.pt`)
+and continues from a saved one (`resume`).
 """
 
-from collections.abc import Callable
+import shutil
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -13,16 +17,29 @@ from typing import Any
 import numpy as np
 import torch
 
+from depthlab import checkpoint
 from depthlab.catalog import CatalogEntry
 from depthlab.config import TrainSettings, from_dict
 from depthlab.data.datasets import RandomBatches, SplitArrays, eval_batches, load_splits
 from depthlab.data.transforms import AUGMENTATIONS
-from depthlab.loop import Evaluation, evaluate, fit, resolve_device, score, seed_everything
+from depthlab.loop import (
+    Evaluation,
+    Progress,
+    evaluate,
+    fit,
+    resolve_device,
+    restore_rng,
+    rng_state,
+    score,
+    seed_everything,
+)
 from depthlab.methods import METHODS, DataInfo
 from depthlab.methods.protocol import FitsData
 from depthlab.nn.optim import Stepper
 
 EVAL_BATCH = 32
+STATE_FILE = "trial_state.pt"
+KEEP_STATES = 2  # the newest and one before it, in case the newest is damaged
 
 
 @dataclass(frozen=True)
@@ -132,12 +149,99 @@ def evaluator(plan: TrialPlan, method, eval_samples: int) -> Callable[[], Evalua
     return run_eval
 
 
-def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> Any:
+@dataclass(frozen=True)
+class SavedState:
+    """A trial state read back from disk (checksum verified): where, and what it holds."""
+
+    path: Path
+    payload: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return self.payload["step"]
+
+
+def state_folder(state_dir: str | Path, step: int) -> Path:
+    """The folder of the state saved at `step`: names sort by step."""
+    return Path(state_dir) / f"step-{step:09d}"
+
+
+def saved_states(state_dir: str | Path) -> list[Path]:
+    """The state folders under `state_dir`, newest first (none: an empty list)."""
+    folder = Path(state_dir)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.glob("step-*") if p.is_dir()), key=lambda p: p.name,
+                  reverse=True)
+
+
+def latest_state(candidates: Iterable[str | Path]) -> SavedState | None:
+    """The first of `candidates` (state folders or files, newest first) whose checksum and
+    contents check out; each damaged one is skipped with a warning naming it. None: start
+    from scratch."""
+    skipped = []
+    for candidate in candidates:
+        path = Path(candidate)
+        path = path / STATE_FILE if path.is_dir() else path
+        try:
+            payload = checkpoint.load(path, require_checksum=True)
+            if not isinstance(payload.get("resume"), dict):
+                raise ValueError(f"checkpoint {path} holds no training progress (not a "
+                                 "trial state)")
+        except (ValueError, FileNotFoundError) as error:
+            warnings.warn(f"not resuming from {path}: {error}", stacklevel=2)
+            skipped.append(str(path))
+            continue
+        return SavedState(path, payload)
+    if skipped:
+        warnings.warn(f"no usable trial state among {skipped}: starting from step 0",
+                      stacklevel=2)
+    return None
+
+
+def _save_state(state_dir: Path, plan: TrialPlan, method, batches: RandomBatches,
+                progress: Progress) -> None:
+    """Everything the trial needs to continue after `progress.step`; then only the newest
+    KEEP_STATES folders stay."""
+    info = DataInfo(**plan.data)
+    checkpoint.save(state_folder(state_dir, progress.step) / STATE_FILE, method=plan.method,
+                    config=plan.method_config, settings=plan.settings,
+                    dataset=f"{info.name}@{info.version}", state=method.state_dict(),
+                    step=progress.step,
+                    resume={"best": progress.best, "last": progress.last,
+                            "rng": rng_state(batches.generator)})
+    for old in saved_states(state_dir)[KEEP_STATES:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(saved: SavedState, plan: TrialPlan, method, batches: RandomBatches,
+             settings: TrainSettings, rank: int) -> Progress:
+    """Put a saved state back into the method and the RNGs; the progress to continue from."""
+    payload = saved.payload
+    if payload["method"] != plan.method:
+        raise ValueError(f"checkpoint {saved.path} is a {payload['method']!r} state; this "
+                         f"trial trains {plan.method!r}")
+    method.load_state_dict(payload["state"])
+    resume = payload["resume"]
+    if rank == 0:  # the state holds rank 0's streams
+        restore_rng(resume["rng"], batches.generator)
+    else:  # other ranks draw fresh streams, not a replay of their first steps
+        seed = settings.seed + rank + 1_000_003 * saved.step
+        seed_everything(seed)
+        batches.generator.manual_seed(seed)
+    return Progress(saved.step, dict(resume["best"]), dict(resume["last"]))
+
+
+def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0, *,
+                state_dir: str | Path | None = None, resume: SavedState | None = None) -> Any:
     """Load data, build the method, give it the training split if it wants it whole
     (`FitsData`), run the loop.
 
     `report(method, step, metrics, evaluation, improved)` is the loop's reporter
-    with the method in front, so a reporter can save its weights.
+    with the method in front, so a reporter can save its weights. With `state_dir`, every
+    evaluation first saves the whole trial state to `state_folder(state_dir, step)` (so the
+    reporter can hand that folder on); `resume` (see `latest_state`) continues after its
+    step with its weights, optimizer states, best-so-far and RNG streams.
     """
     settings = from_dict(TrainSettings, plan.settings)
     if settings.threads:
@@ -150,8 +254,11 @@ def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0) -> 
     method, _, _ = build_method(plan, device, Stepper(settings.grad_clip), batches.samples)
     if isinstance(method, FitsData):  # e.g. paper 003's retrieval index, built (or read) once
         method.fit_data(rgb, Path(plan.data_path) / "cache")  # inside the build: dies with it
+    start = _restore(resume, plan, method, batches, settings, rank) if resume else None
+    save = partial(_save_state, Path(state_dir), plan, method, batches) if state_dir else None
     run_eval = evaluator(plan, method, settings.eval_samples)
-    return fit(method, batches, run_eval, settings, partial(report, method), plan.primary)
+    return fit(method, batches, run_eval, settings, partial(report, method), plan.primary,
+               start, save)
 
 
 def constant_baseline(plan: TrialPlan) -> dict[str, float]:

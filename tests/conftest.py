@@ -16,6 +16,8 @@ def isolated(tmp_path, monkeypatch):
     """A fresh working directory, data directory and Ray token path (the user's stay untouched)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DEPTHLAB_DATA", str(tmp_path / "data"))
+    for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):  # a user's cluster stays out of tests
+        monkeypatch.delenv(name, raising=False)
     token = tmp_path / "ray_auth_token"  # token auth stays on, with the test's own token
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)

@@ -117,8 +117,16 @@ def dataset_dir(entry: CatalogEntry, size: tuple[int, int] | None = None,
 
 
 def read_manifest(path: Path | str) -> dict:
+    """A prepared dataset's manifest; a shard it names outside its folder is a ValueError."""
     with open(Path(path) / MANIFEST) as fh:
-        return json.load(fh)
+        manifest = json.load(fh)
+    for split in manifest.get("splits", {}).values():
+        for shard in split.get("shards", ()):
+            name = str(shard.get("file", ""))
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise ValueError(f"{Path(path) / MANIFEST}: shard {name!r} escapes the "
+                                 "dataset folder (expected a file name inside it)")
+    return manifest
 
 
 def shard_files(path: Path | str, split: str) -> list[Path]:
