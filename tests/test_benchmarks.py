@@ -7,6 +7,8 @@ benchmarks/ is picked up here and run with `--tiny`, its summary line `<name>: .
 
 import math
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,9 +66,18 @@ def _arguments(path: Path, tmp: Path) -> list[str]:
     return args
 
 
+@pytest.fixture
+def short_tmpdir(monkeypatch):
+    """A short TMPDIR, removed afterwards: scripts' temporary folders land there (some keep
+    theirs), and Ray's socket paths under it stay within AF_UNIX's 107 bytes."""
+    folder = tempfile.mkdtemp(prefix="bench-", dir="/tmp")
+    monkeypatch.setenv("TMPDIR", folder)
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("path", BENCHMARKS, ids=[p.stem for p in BENCHMARKS])
-def test_benchmark_runs_tiny_and_prints_finite_ratios(path, isolated, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(isolated))  # scripts' temporary folders land here
+def test_benchmark_runs_tiny_and_prints_finite_ratios(path, isolated, short_tmpdir):
     done = run_script(f"benchmarks/{path.name}", *_arguments(path, isolated), cwd=isolated,
                       timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
