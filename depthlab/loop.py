@@ -138,7 +138,8 @@ def _improves(key: str, value: float, best: float | None) -> bool:
 def fit(method: Method, batches: Iterator[DepthBatch], run_eval: Callable[[], Evaluation],
         settings: TrainSettings, report: Report, primary: str, start: Progress | None = None,
         save: Callable[[Progress], None] | None = None) -> FitResult:
-    """Train `settings.steps` steps, evaluating at step 0 and every `eval_every` steps.
+    """Train `settings.steps` steps, evaluating at step 0 (unless the method's `learns` is
+    False) and every `eval_every` steps.
 
     `report(step, metrics, evaluation, improved)` receives train/… (means since the
     last report), eval/… and best/… metrics; `improved` says the evaluation metric
@@ -173,8 +174,8 @@ def fit(method: Method, batches: Iterator[DepthBatch], run_eval: Callable[[], Ev
         report(step, dict(last), evaluation, improved)
 
     first = start.step if start else 0
-    if start is None:
-        evaluate_and_report(0)
+    if start is None and getattr(method, "learns", True):  # a step-0 score of a method that
+        evaluate_and_report(0)  # learns nothing (paper 003's index) would repeat the last one
     elif first >= settings.steps:
         report(first, dict(last), None, False)
         return FitResult(first, False, best, last)

@@ -375,9 +375,8 @@ def test_depth_transfer_beats_the_constant_predictor_on_rooms(tmp_path):
     baseline, reports = train_on_rooms(tmp_path, "knn_transfer", config, steps=1, eval_every=1)
     print("constant RMSE", baseline, "reports", reports)
     # Measured at 64×64: constant 1.276 m, depth transfer (paper's k, threshold; random
-    # ResNet features at width 1/4) 1.156 m = 0.91 × constant, the same at step 0 and 1.
-    assert reports[0]["eval/rmse_m"] == reports[1]["eval/rmse_m"]
-    assert reports[1]["train/index_size"] == 400
+    # ResNet features at width 1/4) 1.156 m = 0.91 × constant, evaluated once (learns nothing).
+    assert list(reports) == [1] and reports[1]["train/index_size"] == 400
     assert reports[1]["best/rmse_m"] < 0.95 * baseline, (baseline, reports[1])
     assert list((Path(tmp_path)).rglob("cache/knn_index-*.pt"))  # the build's cache folder
 

@@ -212,6 +212,7 @@ class KnnTransfer:
 
     name: ClassVar[str] = "knn_transfer"
     Config: ClassVar[type] = Config
+    learns: ClassVar[bool] = False  # its score at step 0 is its score: evaluated once
 
     def __init__(self, config: Config, settings: TrainSettings, data: DataInfo,
                  device: torch.device, stepper: Stepper):
