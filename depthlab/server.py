@@ -80,7 +80,7 @@ def mask_password(uri: str) -> str:
 def _backend_uri(uri: str | None) -> str:
     """sqlite paths made absolute; postgresql:// pinned to psycopg2, the driver the `server`
     extra installs (SQLAlchemy 2.1 otherwise picks psycopg 3)."""
-    uri = tracking.resolve_uri(uri)
+    uri = uri or tracking.default_store()  # not $MLFLOW_TRACKING_URI: that names a server
     scheme = urlsplit(uri).scheme
     if scheme == "sqlite":
         path = Path(uri[len("sqlite:///"):]).expanduser().resolve()

@@ -653,11 +653,11 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
         raise ValueError(f"--concurrent = {max_concurrent_trials}: expected >= 1")
     uri = tracking.resolve_uri(tracking_uri)
     tracking.check_writable(uri)
-    _check_runs_folder(Path(runs_dir).resolve())
     entry = choose_dataset(spec, source)
     overrides = pretrained_overrides(spec, pretrained)
     plan = plan_for(spec, chosen, Path("."), entry, seed, overrides)  # validates: before Ray
     validate_points(spec, plan)
+    _check_runs_folder(Path(runs_dir).resolve())  # after the checks: bad input writes nothing
 
     data_path = prepare(entry, size=chosen.image_size, data_dir=data_dir,
                         counts=chosen.data_counts or None,

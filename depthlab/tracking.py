@@ -47,10 +47,15 @@ def _metrics(values: dict[str, float], step: int) -> list:
             if isinstance(v, int | float) and math.isfinite(v)]
 
 
+def default_store() -> str:
+    """The embedded tracking store: sqlite:///<cwd>/mlflow.db."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 def resolve_uri(uri: str | None) -> str:
     """None → $MLFLOW_TRACKING_URI (a cluster's head sets it to its server), else the
-    embedded default, sqlite:///<cwd>/mlflow.db."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    embedded default store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store()
 
 
 def _local_path(uri: str) -> Path | None:
@@ -533,11 +538,16 @@ def _fluent(uri: str):
     import mlflow
 
     previous = mlflow.get_tracking_uri()
+    variable = os.environ.get("MLFLOW_TRACKING_URI")  # set_tracking_uri writes it too
     mlflow.set_tracking_uri(uri)
     try:
         yield mlflow
     finally:
         mlflow.set_tracking_uri(previous)
+        if variable is None:  # else resolve_uri would take `previous` as the user's choice
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 @contextlib.contextmanager

@@ -11,18 +11,28 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """A fresh working directory, data directory and Ray token path (the user's stay untouched)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DEPTHLAB_DATA", str(tmp_path / "data"))
-    for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):  # a user's cluster stays out of tests
-        monkeypatch.delenv(name, raising=False)
-    token = tmp_path / "ray_auth_token"  # token auth stays on, with the test's own token
+def isolate(folder: Path, patch: pytest.MonkeyPatch) -> Path:
+    """Make `folder` the working directory, with its own data directory and Ray token (the
+    user's stay untouched) and no cluster or tracking server of the user's."""
+    patch.chdir(folder)
+    patch.setenv("DEPTHLAB_DATA", str(folder / "data"))
+    for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        patch.delenv(name, raising=False)
+    token = folder / "ray_auth_token"  # token auth stays on, with the test's own token
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-    yield tmp_path
+    patch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    # Ray caches the first token it read in a process: make it read this one
+    from ray._raylet import AuthenticationTokenLoader
+
+    AuthenticationTokenLoader.instance().reset_cache()
+    return folder
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A fresh working directory, data directory and Ray token (see `isolate`)."""
+    yield isolate(tmp_path, monkeypatch)
     import ray
 
     if ray.is_initialized():

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import pickle
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -24,7 +23,6 @@ import ray
 from mlflow.tracking import MlflowClient
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState
-from ray._raylet import AuthenticationTokenLoader  # test-only: see isolated_in
 
 from depthlab import study as study_module
 from depthlab import tracking
@@ -32,7 +30,7 @@ from depthlab.config import Budget
 from depthlab.methods.wgan_perceptual import PAPER_ROWS_SURFACE, search_space
 from depthlab.search import StudySearch
 from depthlab.study import LOCK_FILE, UNSENT_FILE, StudySpec, run_study, worst_value
-from tests.conftest import run_script
+from tests.conftest import isolate, run_script
 
 HEALTH_TIMEOUT_S = 300  # an MLflow server answered after 17-60 s here under shared load
 
@@ -53,15 +51,8 @@ def tiny_spec(name: str, **changes) -> StudySpec:
 @contextlib.contextmanager
 def isolated_in(folder: Path):
     """The `isolated` fixture for a module-scoped study: own cwd, data dir and Ray token."""
-    token = folder / "ray_auth_token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("DEPTHLAB_DATA", str(folder / "data"))
-        patch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-        # Ray caches the token it read first in this process: read this folder's instead
-        AuthenticationTokenLoader.instance().reset_cache()
+        isolate(folder, patch)
         try:
             yield folder
         finally:

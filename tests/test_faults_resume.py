@@ -379,8 +379,13 @@ def test_a_killed_then_interrupted_driver_resumes_without_rerunning_finished_tri
     for resumed, ending in ((killed, "closed by the study driver"),
                             (interrupted, "closed by the study driver")):
         run = by_id[resumed.info.run_id]  # the same run, reopened
+        assert _steps(client, run) == [0, 3, 6, 9]
+        retries = client.get_metric_history(run.info.run_id, "retry")
+        if run.data.tags.get("depthlab.attempts") == "1" and not retries:
+            # It had trained to its end before the signal, inside Tune's state-saving
+            # window: resumed, it only re-reported its final metrics (RELIABILITY.md §1).
+            continue
         assert run.data.tags["depthlab.attempts"] == "2"
         assert run.data.tags["depthlab.attempt1.end"] == ending  # KILLED before it went on
-        [retry] = client.get_metric_history(run.info.run_id, "retry")
+        [retry] = retries
         assert retry.step in (3, 6)  # went on from its checkpoint, not from step 0
-        assert _steps(client, run) == [0, 3, 6, 9]
