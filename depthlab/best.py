@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from depthlab import checkpoint, models, tracking
-from depthlab.loop import HIGHER_IS_BETTER
+from depthlab.loop import mode_for
 from depthlab.study import leaderboard, print_leaderboard, varied_params
 
 SHOWN_METRICS = 6  # leaderboard columns: the ranking metric and the first other best/ ones
@@ -31,11 +31,6 @@ class Ranking:
     mode: str
     rows: list[dict[str, Any]]  # study.leaderboard rows, plus "parent" (the parent run's id)
     skipped: Counter = field(default_factory=Counter)  # reason → runs
-
-
-def mode_for(metric: str) -> str:
-    """"max" for metrics where higher is better (δ, correlation, PSNR), else "min"."""
-    return "max" if metric.rsplit("/", 1)[-1] in HIGHER_IS_BETTER else "min"
 
 
 def resolve_metric(name: str, available: set[str]) -> str:

@@ -22,6 +22,12 @@ from depthlab.metrics import compute, compute_signed
 HIGHER_IS_BETTER = {"corr", "delta1", "delta2", "delta3", "psnr"}
 
 
+def mode_for(metric: str) -> str:
+    """"max" for metrics where higher is better (δ, correlation, PSNR), else "min";
+    `metric` may carry prefixes (best/real/delta1)."""
+    return "max" if metric.rsplit("/", 1)[-1] in HIGHER_IS_BETTER else "min"
+
+
 @dataclass
 class Evaluation:
     """Metrics on the evaluation split (display units) and a few samples to draw."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from depthlab import tracking
-from depthlab.loop import HIGHER_IS_BETTER
+from depthlab.loop import mode_for
 from depthlab.study import baseline_key, leaderboard, varied_params
 
 ARTIFACT_FOLDER = "report"
@@ -47,7 +47,7 @@ def study_metric(parent: dict[str, Any], metric: str | None, mode: str | None
         raise ValueError("the study's parent run has no `metric` param: pass --metric")
     mode = mode or parent["params"].get("mode")
     if mode is None:
-        mode = "max" if metric.rsplit("/", 1)[-1] in HIGHER_IS_BETTER else "min"
+        mode = mode_for(metric)
     if mode not in ("min", "max"):
         raise ValueError(f"--mode {mode!r}: expected min or max")
     return metric, mode

@@ -29,7 +29,7 @@ from depthlab.catalog import CatalogEntry, load_entry
 from depthlab.config import Budget, TrainSettings, from_dict, to_dict
 from depthlab.data.datasets import read_rows
 from depthlab.data.shards import prepare
-from depthlab.loop import HIGHER_IS_BETTER, Evaluation
+from depthlab.loop import Evaluation, mode_for
 from depthlab.methods import METHODS, DataInfo
 from depthlab.trial import (
     EvalSet,
@@ -169,7 +169,7 @@ def _train_worker(config: dict[str, Any]) -> None:
 def worst_value(metric: str) -> float:
     """What a diverged trial reports for `metric`: the worst value in the loop's sense of
     better (+inf for errors, -inf for best/corr, δ1 …), so ASHA and Optuna rank it last."""
-    return -math.inf if metric.split("/")[-1] in HIGHER_IS_BETTER else math.inf
+    return -math.inf if mode_for(metric) == "max" else math.inf
 
 
 def _resume_point(latest) -> tuple[SavedState | None, list[str]]:
