@@ -13,7 +13,7 @@ Measured in one process, on the same prepared data, trial by trial:
    `ray.train.report` once, N times one after another, in the same Ray session.
 
 It prints per-trial seconds split by phase (launch, start to first report, between
-reports, after the last report), the wall-time ratio depthlab / plain (goal <= 1.15
+reports, after the last report), the wall-time ratio depthlab / plain (goal <= 1.10
 on the default budget), the fixed cost per trial, (depthlab - plain) / N, next to the
 floor, and one-off costs measured on the side (driver imports, Ray start, data prepare,
 MLflow setup, a fresh process's imports and MLflow writes, one best-checkpoint log).
@@ -313,7 +313,7 @@ def print_summary(args, plain, lab, floor, side) -> None:
     print(f"depthlab total   {lab_total:7.1f} s  = Ray start {side[RAY_START]:.1f} + run_study "
           f"{lab['wall']:.1f} (setup {lab['setup']:.1f}, trials {tune_phase:.1f}, "
           f"teardown {lab['teardown']:.1f}); study {lab['status']}")
-    print(f"wall-time ratio depthlab / plain: {lab_total / plain_total:.2f}  (goal <= 1.15)")
+    print(f"wall-time ratio depthlab / plain: {lab_total / plain_total:.2f}  (goal <= 1.10)")
     print(f"fixed cost per trial, (depthlab - plain) / N: {fixed:6.1f} s")
     print(f"  of it per trial (trial slot - plain trial):  {per_trial:6.1f} s")
     print(f"  of it per study / N (Ray start, setup, teardown): {fixed - per_trial:6.1f} s")

@@ -220,7 +220,7 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
     draw = study_module.depth_panel
 
     def timed_panel(*args, **kwargs):  # the panel's share of _log_best, timed apart
-        with clock("depth panel (matplotlib PNG)"):
+        with clock("depth panel (PNG)"):
             return draw(*args, **kwargs)
 
     with patch.object(study_module, "depth_panel", timed_panel):
@@ -243,7 +243,7 @@ def print_trial(result: dict[str, Any]) -> None:
         print(f"  {label:<52s} {clock.calls[label]:3d} x  {seconds:7.3f} s  "
               f"{seconds / wall:6.2%}")
     mlflow_only = clock.total - clock.seconds.get(BEST_FILES, 0.0) - clock.seconds.get(
-        "depth panel (matplotlib PNG)", 0.0)
+        "depth panel (PNG)", 0.0)
     print(f"  {'tracking in all':<52s}        {clock.total:7.3f} s  {clock.total / wall:6.2%}"
           f"   (MLflow import + calls alone {mlflow_only / wall:.2%})")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from depthlab import tracking
 from depthlab.catalog import UNITS, CatalogEntry, list_entries, load_entry
+from depthlab.data import remote
 from depthlab.data.formats import with_folder_unit
 from depthlab.data.shards import dataset_dir, prepare, read_manifest, verify
 
@@ -25,12 +26,26 @@ def _entry(args: argparse.Namespace) -> CatalogEntry:
     return with_folder_unit(entry, args.unit) if args.unit else entry
 
 
+def _dataset_folder(entry: CatalogEntry, size: tuple[int, int] | None,
+                    data: str | None) -> Path:
+    """A prepared dataset's local folder; on object storage, a fetched (verified) copy."""
+    if (root := remote.remote_root(data)) is not None:
+        return remote.local_copy(remote.dataset_uri(root, entry, size))
+    return dataset_dir(entry, size, data)
+
+
+def _is_prepared(entry: CatalogEntry, size: tuple[int, int] | None, data: str | None) -> bool:
+    if (root := remote.remote_root(data)) is not None:
+        return remote.published(remote.dataset_uri(root, entry, size)) is not None
+    return (dataset_dir(entry, size, data) / "manifest.json").exists()
+
+
 def data_list(args: argparse.Namespace) -> int:
     """Print the catalog as a table."""
     rows = [("name", "samples", "splits", "unit", "source", "prepared")]
     for entry in list_entries():
         size = entry.default_size
-        prepared = (dataset_dir(entry, size, args.data) / "manifest.json").exists()
+        prepared = _is_prepared(entry, size, args.data)
         shown = "native" if size is None else f"{size[0]}x{size[1]}"
         splits = ", ".join(entry.split_names)
         samples = str(entry.sample_count or "?")
@@ -50,7 +65,7 @@ def data_prepare(args: argparse.Namespace) -> int:
     interrupted), on local processes or as Ray tasks on a cluster."""
     path = prepare(_entry(args), size=args.size, data_dir=args.data,
                    source=args.source, workers=args.workers, address=args.address)
-    print(path)
+    print(remote.shown(path) if isinstance(path, str) else path)
     return 0
 
 
@@ -61,7 +76,7 @@ def data_show(args: argparse.Namespace) -> int:
     from depthlab.viz import contact_sheet
 
     entry = _entry(args)
-    path = dataset_dir(entry, args.size, args.data)
+    path = _dataset_folder(entry, args.size, args.data)
     if not (path / "manifest.json").exists():
         print(f"error: {entry.name} is not prepared at {path}; run `depthlab data prepare "
               f"{entry.name}{' --size ' + 'x'.join(map(str, args.size)) if args.size else ''}`",
@@ -79,7 +94,7 @@ def data_show(args: argparse.Namespace) -> int:
 def data_verify(args: argparse.Namespace) -> int:
     """Recheck a prepared dataset's checksums."""
     entry = _entry(args)
-    path = dataset_dir(entry, args.size or entry.default_size, args.data)
+    path = _dataset_folder(entry, args.size or entry.default_size, args.data)
     if not path.exists():
         print(f"error: {entry.name} is not prepared at {path}; run `depthlab data prepare "
               f"{entry.name}`", file=sys.stderr)
@@ -183,8 +198,8 @@ def parser() -> argparse.ArgumentParser:
                              "on this running cluster (e.g. auto or HOST:6379; default: local "
                              "processes); --data must then be storage every node shares. An "
                              "interrupted build resumes from its finished shards")
-        sub.add_argument("--data", help="data directory (default: $DEPTHLAB_DATA or "
-                         "~/.cache/depthlab)")
+        sub.add_argument("--data", help="data directory or object-storage URI, e.g. "
+                         "s3://bucket/prefix (default: $DEPTHLAB_DATA or ~/.cache/depthlab)")
         sub.set_defaults(handler=handler)
     show = commands.add_parser("ui", help="open the MLflow UI on the study runs")
     show.add_argument("--tracking-uri", help="default: sqlite:///mlflow.db here")

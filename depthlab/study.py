@@ -869,6 +869,12 @@ def print_summary(outcome: StudyOutcome, spec: StudySpec, budget: Budget, top: i
         print(f"best run: {outcome.best_run_id}")
     command, link = tracking.ui_hint(outcome.study.tracking_uri, outcome.study.experiment_id)
     print(f"open the runs: {command}\n  then {link}")
+    if outcome.leaderboard:  # this study's trials alone, best first, with its columns
+        columns = [spec.metric, *(m for m in spec.shown_metrics if m != spec.metric)]
+        view = tracking.share_runs_view(outcome.study.tracking_uri, outcome.study, columns,
+                                        varied_params(outcome.leaderboard), spec.mode,
+                                        ("depthlab.stopped_early",))
+        print(f"  or this study's trials, best first: {view}")
 
 
 def study_arguments(spec: StudySpec, argv: list[str] | None = None) -> argparse.Namespace:
@@ -888,8 +894,8 @@ def study_arguments(spec: StudySpec, argv: list[str] | None = None) -> argparse.
     parser.add_argument("--resume", action="store_true",
                         help="continue the latest interrupted study of this name")
     parser.add_argument("--name", help="study folder name (default: <study>-<budget>)")
-    parser.add_argument("--data", help="data directory (default: $DEPTHLAB_DATA or "
-                        "~/.cache/depthlab)")
+    parser.add_argument("--data", help="data directory or object-storage URI such as "
+                        "s3://bucket/prefix (default: $DEPTHLAB_DATA or ~/.cache/depthlab)")
     if spec.fallback_dataset:
         parser.add_argument("--source", help=f"folder of the {spec.dataset} files (default: "
                             f"its environment variable; without either the study uses the "

@@ -21,6 +21,7 @@ from depthlab import checkpoint
 from depthlab.catalog import CatalogEntry
 from depthlab.config import TrainSettings, from_dict
 from depthlab.data.datasets import RandomBatches, SplitArrays, eval_batches, load_splits
+from depthlab.data.remote import is_remote, local_copy
 from depthlab.data.transforms import AUGMENTATIONS
 from depthlab.loop import (
     Evaluation,
@@ -105,6 +106,18 @@ def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper,
     settings = from_dict(TrainSettings, plan.settings)
     data = replace(DataInfo(**plan.data), train_samples=train_samples)
     return method_cls(config, settings, data, device, stepper), config, settings
+
+
+def local_data(plan: TrialPlan) -> TrialPlan:
+    """`plan` with its datasets in local folders: one on object storage is fetched once per
+    node (`remote.local_copy`), so loading and the knn cache see a local path."""
+    extras = tuple({**extra, "data_path": _local_path(extra["data_path"])}
+                   for extra in plan.extra_evals)
+    return replace(plan, data_path=_local_path(plan.data_path), extra_evals=extras)
+
+
+def _local_path(path: str) -> str:
+    return str(local_copy(path)) if is_remote(path) else path
 
 
 def training_splits(plan: TrialPlan) -> tuple[SplitArrays, SplitArrays]:
@@ -246,6 +259,7 @@ def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0, *,
     settings = from_dict(TrainSettings, plan.settings)
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    plan = local_data(plan)
     seed_everything(settings.seed + rank)
     device = resolve_device(settings.device)
     config = from_dict(METHODS.get_or_raise(plan.method).Config, plan.method_config)
@@ -264,6 +278,7 @@ def train_trial(plan: TrialPlan, report: Callable[..., None], rank: int = 0, *,
 def constant_baseline(plan: TrialPlan) -> dict[str, float]:
     """Scores of the trivial predictor (the training depth mean everywhere) on every
     evaluation set, under the same protocol as the trials."""
+    plan = local_data(plan)
     mean = float(np.nanmean(load_splits(plan.data_path, plan.train_splits[1:]).depth))
     out = {}
     for prefix, truth, info in evaluation_sets(plan, plan.settings["eval_samples"]):

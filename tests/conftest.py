@@ -45,7 +45,15 @@ def run_script(script: str, *args: str, cwd: Path, timeout: float = 600,
     command = [sys.executable, str(REPO / script), *args]
     env = dict(os.environ)
     if wait:
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        try:
+            return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired as expired:  # show where it stalled, not pytest's cut
+            pytest.fail(f"{script} {' '.join(args)} ran past {timeout:.0f} s; its output:\n"
+                        f"{_text(expired.stdout)[-6000:]}\n{_text(expired.stderr)[-6000:]}")
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""

@@ -1,5 +1,6 @@
 """The spine end to end: the study script with real Ray Train/Tune, Optuna, MLflow and Parquet."""
 
+import json
 import signal
 import time
 
@@ -46,6 +47,11 @@ def test_smoke_study_logs_a_parent_and_finished_children(isolated):
     best = min(finished, key=lambda r: r.data.metrics["best/rmse_um"])
     assert f"best run: {best.info.run_id}" in done.stdout
     assert "/#/experiments/" in done.stdout and "mlflow ui --backend-store-uri" in done.stdout
+    # the saved view of this study's trials: a filter on its parent, best first
+    key = done.stdout.split("viewStateShareKey=", 1)[1].split()[0]
+    view = json.loads(client.get_experiment(parents[0].info.experiment_id).tags[
+        f"mlflow.sharedViewState.{key}"])
+    assert parents[0].info.run_id in view["searchFilter"] and view["orderByAsc"] is True
 
 
 def test_ctrl_c_leaves_no_run_running_and_resume_finishes_the_study(isolated):
@@ -73,7 +79,9 @@ def test_ctrl_c_leaves_no_run_running_and_resume_finishes_the_study(isolated):
     assert children and all(c.info.status in ("FINISHED", "FAILED", "KILLED") for c in children)
 
     # --resume continues the same study: same parent run, every trial finished once
-    done = run_script(SCRIPT, "--budget", "smoke", "--trials", "6", "--resume", cwd=isolated)
+    # (a resume has taken over 600 s on a slow CI machine: room, and its output if it stalls)
+    done = run_script(SCRIPT, "--budget", "smoke", "--trials", "6", "--resume", cwd=isolated,
+                      timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _, parents_after, children = _runs(isolated)
     assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]

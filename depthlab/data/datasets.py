@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from depthlab.data.batch import DepthBatch
+from depthlab.data.remote import is_remote, local_copy
 from depthlab.data.shards import shard_files
 from depthlab.data.transforms import AUGMENTATIONS, Augmentation
 
@@ -35,9 +36,9 @@ class SplitArrays:
 def read_rows(path: Path | str, split: str, limit: int | None = None
               ) -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None]]:
     """Decoded (id, rgb (H, W, 3) uint8, depth (H, W) float32 metres) of a split, in order;
-    samples may differ in size."""
+    samples may differ in size. `path` may be an object-storage URI (read from a local copy)."""
     seen = 0
-    for file in shard_files(path, split):
+    for file in shard_files(local_copy(path) if is_remote(path) else path, split):
         table = pq.read_table(file, columns=["id", "rgb", "depth", "height", "width"])
         for row in table.to_pylist():
             if limit is not None and seen >= limit:
@@ -53,7 +54,7 @@ def read_rows(path: Path | str, split: str, limit: int | None = None
 
 
 def load_split(path: Path | str, split: str) -> SplitArrays:
-    """Read one split of a prepared dataset directory and decode it."""
+    """Read one split of a prepared dataset directory (or URI) and decode it."""
     images, depths, ids = [], [], []
     for sample_id, rgb, depth in read_rows(path, split):
         ids.append(sample_id)

@@ -23,7 +23,9 @@ leaves nothing at the target and no half-written file under a shard's final
 name; its finished shards are kept in the hidden partial folder, and a rerun
 with the same identity keeps them (after checking their sha256) and builds
 only the rest. Partial folders of other identities for the same target are
-removed. On a cluster the data directory must be storage every node shares.
+removed. On a cluster the data directory must be storage every node shares, or
+an object-storage URI: the build is then published there and each node reads a
+local copy (`remote.py`).
 """
 
 import contextlib
@@ -78,8 +80,11 @@ GENERATORS.register("synthetic-rooms")(rooms.generate)
 
 
 def data_root() -> Path:
-    """`$DEPTHLAB_DATA`, else `$XDG_CACHE_HOME/depthlab`, else `~/.cache/depthlab`."""
-    if env := os.environ.get("DEPTHLAB_DATA"):
+    """The local data folder: `$DEPTHLAB_DATA` unless it is an object-storage URI, else
+    `$XDG_CACHE_HOME/depthlab`, else `~/.cache/depthlab`."""
+    from depthlab.data.remote import is_remote  # on use: remote builds on this module
+
+    if (env := os.environ.get("DEPTHLAB_DATA")) and not is_remote(env):
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME")
     return (Path(cache) if cache else Path.home() / ".cache") / "depthlab"
@@ -119,13 +124,17 @@ def dataset_dir(entry: CatalogEntry, size: tuple[int, int] | None = None,
 def read_manifest(path: Path | str) -> dict:
     """A prepared dataset's manifest; a shard it names outside its folder is a ValueError."""
     with open(Path(path) / MANIFEST) as fh:
-        manifest = json.load(fh)
+        return check_manifest(json.load(fh), str(Path(path) / MANIFEST))
+
+
+def check_manifest(manifest: dict, where: str) -> dict:
+    """`manifest` (read from `where`) unless a shard it names lies outside its folder."""
     for split in manifest.get("splits", {}).values():
         for shard in split.get("shards", ()):
             name = str(shard.get("file", ""))
             if Path(name).name != name or name in ("", ".", ".."):
-                raise ValueError(f"{Path(path) / MANIFEST}: shard {name!r} escapes the "
-                                 "dataset folder (expected a file name inside it)")
+                raise ValueError(f"{where}: shard {name!r} escapes the dataset folder "
+                                 "(expected a file name inside it)")
     return manifest
 
 
@@ -155,15 +164,20 @@ def _matches(path: Path, entry: CatalogEntry, size: tuple[int, int] | None,
         m = read_manifest(path)
     except (OSError, ValueError):
         return False
+    return _same_build(m, entry, size, splits, source) and all(
+        (path / s["file"]).is_file() for v in m["splits"].values() for s in v["shards"])
+
+
+def _same_build(m: dict, entry: CatalogEntry, size: tuple[int, int] | None,
+                splits: tuple[SplitSpec, ...], source: str | None) -> bool:
+    """True when the manifest `m` describes a build of this content."""
     want = {s.name: {"modality": s.modality, "requested": s.count, "seed_offset": s.seed_offset}
             for s in splits}
     have = {k: {"modality": v.get("modality"), "requested": v.get("requested", v.get("count")),
                 "seed_offset": v.get("seed_offset")} for k, v in m.get("splits", {}).items()}
     return (m.get("schema_version") == SCHEMA_VERSION and m.get("dataset") == entry.name
             and m.get("version") == entry.version and m.get("source") == source
-            and [m.get("height"), m.get("width")] == list(size or (None, None)) and have == want
-            and all((path / s["file"]).is_file()
-                    for v in m["splits"].values() for s in v["shards"]))
+            and [m.get("height"), m.get("width")] == list(size or (None, None)) and have == want)
 
 
 @contextlib.contextmanager
@@ -522,8 +536,9 @@ def _move_into_place(partial: Path, target: Path) -> None:
 def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
             data_dir: Path | str | None = None, progress: bool = True,
             counts: Mapping[str, int] | None = None, source: str | Path | None = None,
-            workers: int | None = 1, address: str | None = None) -> Path:
-    """Build the dataset's shards unless an identical build exists; return its directory.
+            workers: int | None = 1, address: str | None = None) -> Path | str:
+    """Build the dataset's shards unless an identical build exists; return its directory
+    (a Path), or its URI (a str) when the data directory is object storage.
 
     `size` is (H, W), default the entry's `default_size` (file datasets without
     one keep each file's size); `counts` overrides some splits' sample counts
@@ -535,6 +550,12 @@ def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
     `address` they run as Ray tasks on that cluster (or on the Ray session this
     process already holds), and `data_dir` must then be storage every node
     shares. An interrupted build resumes from its finished shards.
+
+    `data_dir` (default `$DEPTHLAB_DATA`) may be an object-storage URI (s3://bucket/prefix,
+    gs://…, file://…; see `remote.py`): unless `<uri>/<name>/v<version>/<size>` already
+    holds an identical build, the build is made in the local `data_root()` as above (with
+    `address`, that must be shared storage) and published there; readers fetch a local
+    copy with `remote.local_copy`.
     """
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
                                 or workers < 1):
@@ -550,8 +571,17 @@ def prepare(entry: CatalogEntry | str, size: tuple[int, int] | None = None,
         root = entry.source_root(source)
     size = _build_size(entry, size)
     splits = _planned_splits(entry, counts)
-    target = dataset_dir(entry, size, data_dir, counts)
     source_id = None if root is None else str(root)
+    from depthlab.data import remote  # on use: remote builds on this module
+
+    if (uri := remote.remote_root(data_dir)) is not None:
+        target_uri = remote.dataset_uri(uri, entry, size, counts)
+        if (m := remote.published(target_uri)) and _same_build(m, entry, size, splits,
+                                                               source_id):
+            return target_uri
+        local = prepare(entry, size, data_root(), progress, counts, source, workers, address)
+        return remote.publish(local, target_uri, progress)
+    target = dataset_dir(entry, size, data_dir, counts)
     if _matches(target, entry, size, splits, source_id):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
