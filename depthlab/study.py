@@ -407,31 +407,50 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,
     return CloseRuns()
 
 
-def _resources(workers: int, use_gpu: bool | None, limit: int | None = None) -> dict[str, Any]:
-    """Per-worker CPUs/GPUs and how many trials fit at once on the running Ray cluster
-    (at most `limit` when given)."""
+def _resources(workers: int, use_gpu: bool | None, limit: int | None = None,
+               autoscale: bool = False) -> dict[str, Any]:
+    """Per-worker CPUs/GPUs and how many trials run at once on the running Ray cluster (at
+    most `limit` when given). With `autoscale` (a cluster we connected to), what does not
+    fit yet (`limit` trials, or `--gpu` before any GPU node is up) is asked of the
+    autoscaler: its trials wait for the nodes instead of being refused or cut."""
     import ray
 
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 1), total.get("GPU", 0)
     gpu = (gpus > 0) if use_gpu is None else use_gpu
-    if gpu and gpus == 0:
-        raise ValueError("--gpu was requested but the Ray cluster has no GPU")
     per_worker_cpu = 1
-    concurrent = int(cpus // (workers * per_worker_cpu))
+    fits = int(cpus // (workers * per_worker_cpu))
     if gpu:
-        concurrent = min(concurrent, int(gpus // workers))
-    if concurrent < 1:
-        raise ValueError(f"{workers} workers need {workers * per_worker_cpu} CPUs"
-                         f"{' and GPUs' if gpu else ''}; the cluster has {cpus:g} CPUs, "
-                         f"{gpus:g} GPUs")
+        fits = min(fits, int(gpus // workers))
     drivers = total.get(DRIVER_RESOURCE, 0)
     if drivers < 1:
         raise ValueError(f"the Ray cluster has no '{DRIVER_RESOURCE}' resource; start its head "
                          f"with --resources='{{\"{DRIVER_RESOURCE}\": 16}}'")
-    concurrent = min(concurrent, int(drivers), limit or concurrent)
+    wanted = min(limit or max(fits, 1), int(drivers))
+    if wanted > fits:
+        if not autoscale and gpu and gpus == 0:
+            raise ValueError("--gpu was requested but the Ray cluster has no GPU")
+        if not autoscale and fits < 1:
+            raise ValueError(f"{workers} workers need {workers * per_worker_cpu} CPUs"
+                             f"{' and GPUs' if gpu else ''}; the cluster has {cpus:g} CPUs, "
+                             f"{gpus:g} GPUs")
+        if autoscale:
+            request_nodes(wanted * workers, per_worker_cpu, 1 if gpu else 0)
+            print(f"asked the autoscaler for {wanted} trials x {workers} workers "
+                  f"({per_worker_cpu} CPU{', 1 GPU' if gpu else ''} each); the cluster has "
+                  f"{cpus:g} CPUs, {gpus:g} GPUs now: trials wait for the nodes", flush=True)
+        else:
+            wanted = fits
     return {"workers": workers, "cpus_per_worker": per_worker_cpu,
-            "gpus_per_worker": 1 if gpu else 0, "concurrent": concurrent}
+            "gpus_per_worker": 1 if gpu else 0, "concurrent": wanted}
+
+
+def request_nodes(workers: int, cpus: int, gpus: int) -> None:
+    """Ask the cluster's autoscaler for room for `workers` Train workers at once (none: 0);
+    the request stands until the next call, so a study withdraws it when it ends."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"CPU": cpus, **({"GPU": gpus} if gpus else {})}] * workers)
 
 
 def _start_ray(address: str | None) -> bool:
@@ -683,10 +702,11 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
         print(f"note: {chosen.note}", flush=True)
 
     status = "FAILED"
-    started_ray = False
+    started_ray = on_cluster = False
     try:
         started_ray = _start_ray(address)
-        scaling = _resources(workers, gpu, max_concurrent_trials)
+        on_cluster = bool(address or os.environ.get("RAY_ADDRESS"))
+        scaling = _resources(workers, gpu, max_concurrent_trials, autoscale=on_cluster)
         results = _tune(spec, chosen, plan, study, storage, scaling, resume, seed)
         # Ctrl-C: Tune returns the partial results, and the trials it interrupted still have
         # RUNNING runs (every trial that ended had its run closed by the callback). Tune's
@@ -707,6 +727,8 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
         if started_ray:
             import ray
 
+            if on_cluster and ray.is_initialized():
+                request_nodes(0, 1, 0)  # the autoscaler may let idle nodes go
             ray.shutdown()
         lock.close()  # another driver may take the folder now (e.g. --resume)
     board = leaderboard(uri, study, spec.metric, spec.mode)
@@ -908,7 +930,8 @@ def study_arguments(spec: StudySpec, argv: list[str] | None = None) -> argparse.
     parser.add_argument("--workers", type=int, default=1,
                         help="data-parallel Ray Train workers per trial")
     parser.add_argument("--concurrent", type=int,
-                        help="most trials at once (default: as many as CPUs/GPUs allow)")
+                        help="most trials at once (default: as many as the CPUs/GPUs up now "
+                        "allow; on a cluster, more are asked of its autoscaler)")
     parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
                         help="use GPUs (default: when the cluster has them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and training")
