@@ -253,17 +253,21 @@ def pid_file(isolated, monkeypatch):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("role", ["worker", "driver"])
-def test_a_killed_trial_process_retries_from_its_checkpoint_in_the_same_run(isolated, pid_file,
-                                                                          role):
-    """`worker`: rank 0 of the trial's Train worker group (Train's FailureConfig restarts the
-    group); `driver`: the trial's Tune driver, with its Train controller and workers (Tune's
-    FailureConfig starts the trial again, its Train run finds its snapshot)."""
+@pytest.mark.parametrize(("role", "rank", "workers"),
+                         [("worker", 0, 1), ("driver", 0, 1), ("worker", 1, 2)],
+                         ids=["worker", "driver", "rank1-of-2-workers"])
+def test_a_killed_trial_process_retries_from_its_checkpoint_in_the_same_run(
+        isolated, pid_file, role, rank, workers):
+    """`worker`: one rank of the trial's Train worker group (Train's FailureConfig restarts
+    the group; with 2 workers the lost rank is not the one that logs); `driver`: the trial's
+    Tune driver, with its Train controller and workers (Tune's FailureConfig starts the
+    trial again, its Train run finds its snapshot)."""
     script = _study_script(isolated, steps=12, every=3)
-    study = run_script(script, "--budget", "tiny", "--trials", "1", cwd=isolated, wait=False)
+    study = run_script(script, "--budget", "tiny", "--trials", "1", "--workers", str(workers),
+                       cwd=isolated, wait=False)
     try:
         trial = _running_past_a_checkpoint(study, isolated, pid_file, finished=0)
-        [pid] = _pids(pid_file, role)[(trial, 0)]
+        [pid] = _pids(pid_file, role)[(trial, rank)]
         killed_at = time.time()
         os.kill(pid, signal.SIGKILL)
         output, _ = study.communicate(timeout=300)
@@ -272,9 +276,11 @@ def test_a_killed_trial_process_retries_from_its_checkpoint_in_the_same_run(isol
             study.kill()
             study.communicate()
     assert study.returncode == 0, output[-3000:]
-    workers, drivers = (_pids(pid_file, r)[(trial, 0)] for r in ("worker", "driver"))
-    assert (workers if role == "worker" else drivers)[0] == pid
-    assert len(workers) == 2  # a second worker group...
+    ranks = _pids(pid_file, "worker")
+    assert sorted(r for t, r in ranks if t == trial) == list(range(workers))
+    drivers = _pids(pid_file, "driver")[(trial, 0)]
+    assert (ranks[(trial, rank)] if role == "worker" else drivers)[0] == pid
+    assert all(len(ranks[(trial, r)]) == 2 for r in range(workers))  # a second group...
     assert len(drivers) == (2 if role == "driver" else 1)  # ...under a new driver if it died
 
     client, parents, children = _children(isolated)
@@ -288,7 +294,8 @@ def test_a_killed_trial_process_retries_from_its_checkpoint_in_the_same_run(isol
     assert _steps(client, run) == [0, 3, 6, 9, 12]  # each evaluation once, in order
     # Train keeps the two newest trial states, named by step and attempt
     kept = sorted(p.name for p in isolated.glob(f"depthlab_runs/ray/train-{trial}/step-*"))
-    assert len(kept) == 2 and kept[-1] == "step-000000012-attempt002", kept
+    # (and at times the one the retry resumed from: Train skips deleting some it still holds)
+    assert len(kept) in (2, 3) and kept[-1] == "step-000000012-attempt002", kept
 
 
 def _metric_counts(client, run):
