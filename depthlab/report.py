@@ -18,7 +18,7 @@ from typing import Any
 
 from depthlab import tracking
 from depthlab.loop import mode_for
-from depthlab.study import baseline_key, leaderboard, varied_params
+from depthlab.study import STOPPED_EARLY_TAG, baseline_key, leaderboard, varied_params
 
 ARTIFACT_FOLDER = "report"
 MIN_TRIALS_FOR_IMPORTANCE = 3  # fewer finished trials give importances that mean nothing
@@ -164,7 +164,7 @@ def _cell(value: Any) -> str:
 def _state(row: dict[str, Any]) -> str:
     if row["tags"].get("depthlab.failure") == "diverged":
         return "DIVERGED"
-    early = row["tags"].get("depthlab.stopped_early") == "true"
+    early = row["tags"].get(STOPPED_EARLY_TAG) == "true"
     return row["status"] + (" (stopped early)" if early else "")
 
 
@@ -237,7 +237,7 @@ def write_report(name: str, tracking_uri: str | None = None, out: str | Path | N
         notes.append(f"a constant prediction of the training mean scores {baseline:.4g}")
     notes += [f"not drawn: {s}" for s in skipped]
     view = tracking.share_runs_view(uri, study, metric_columns(rows, metric),
-                                    varied_params(rows), mode, ("depthlab.stopped_early",))
+                                    varied_params(rows), mode, (STOPPED_EARLY_TAG,))
     _, runs_link = tracking.ui_hint(tracking.shown_uri(uri), study.experiment_id)
     page = leaderboard_html(f"{name}: {parent['name']}", rows, metric, mode, runs_link + "/",
                             notes, [p.name for p in drawn], view)

@@ -377,7 +377,7 @@ def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,
                 print(f"  {trial.trial_id} diverged (loss not finite): run marked FAILED")
             else:
                 early = result.get("step", 0) < total_steps
-                tags = {"depthlab.stopped_early": str(early).lower()}
+                tags = {STOPPED_EARLY_TAG: str(early).lower()}
                 tracking.end_run(uri, run_id, "FINISHED", tags)
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -427,20 +427,19 @@ def _resources(workers: int, use_gpu: bool | None, limit: int | None = None,
         raise ValueError(f"the Ray cluster has no '{DRIVER_RESOURCE}' resource; start its head "
                          f"with --resources='{{\"{DRIVER_RESOURCE}\": 16}}'")
     wanted = min(limit or max(fits, 1), int(drivers))
-    if wanted > fits:
-        if not autoscale and gpu and gpus == 0:
+    if wanted > fits and autoscale:
+        request_nodes(wanted * workers, per_worker_cpu, 1 if gpu else 0)
+        print(f"asked the autoscaler for {wanted} trials x {workers} workers "
+              f"({per_worker_cpu} CPU{', 1 GPU' if gpu else ''} each); the cluster has "
+              f"{cpus:g} CPUs, {gpus:g} GPUs now: trials wait for the nodes", flush=True)
+    elif wanted > fits:
+        if gpu and gpus == 0:
             raise ValueError("--gpu was requested but the Ray cluster has no GPU")
-        if not autoscale and fits < 1:
+        if fits < 1:
             raise ValueError(f"{workers} workers need {workers * per_worker_cpu} CPUs"
                              f"{' and GPUs' if gpu else ''}; the cluster has {cpus:g} CPUs, "
                              f"{gpus:g} GPUs")
-        if autoscale:
-            request_nodes(wanted * workers, per_worker_cpu, 1 if gpu else 0)
-            print(f"asked the autoscaler for {wanted} trials x {workers} workers "
-                  f"({per_worker_cpu} CPU{', 1 GPU' if gpu else ''} each); the cluster has "
-                  f"{cpus:g} CPUs, {gpus:g} GPUs now: trials wait for the nodes", flush=True)
-        else:
-            wanted = fits
+        wanted = fits
     return {"workers": workers, "cpus_per_worker": per_worker_cpu,
             "gpus_per_worker": 1 if gpu else 0, "concurrent": wanted}
 
@@ -801,6 +800,7 @@ def _tune(spec, budget, plan, study, storage, scaling, resume, seed):
 # ---------------------------------------------------------------- reporting
 
 MAX_SHOWN_PARAMS = 8
+STOPPED_EARLY_TAG = "depthlab.stopped_early"  # a trial ASHA stopped before its last step
 
 
 def leaderboard(uri: str, study: tracking.StudyRun, metric: str, mode: str,
@@ -861,7 +861,7 @@ def print_leaderboard(board: list[dict[str, Any]], metric_keys: list[str],
               + [k.split(".", 1)[1] for k in param_keys] + metric_keys)
     lines = [header]
     for i, row in enumerate(board, 1):
-        state = row["status"] + ("*" if row["tags"].get("depthlab.stopped_early") == "true"
+        state = row["status"] + ("*" if row["tags"].get(STOPPED_EARLY_TAG) == "true"
                                  else "")
         if row["tags"].get("depthlab.failure") == "diverged":
             state = "DIVERGED"
@@ -895,7 +895,7 @@ def print_summary(outcome: StudyOutcome, spec: StudySpec, budget: Budget, top: i
         columns = [spec.metric, *(m for m in spec.shown_metrics if m != spec.metric)]
         view = tracking.share_runs_view(outcome.study.tracking_uri, outcome.study, columns,
                                         varied_params(outcome.leaderboard), spec.mode,
-                                        ("depthlab.stopped_early",))
+                                        (STOPPED_EARLY_TAG,))
         print(f"  or this study's trials, best first: {view}")
 
 

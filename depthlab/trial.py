@@ -21,7 +21,7 @@ from depthlab import checkpoint
 from depthlab.catalog import CatalogEntry
 from depthlab.config import TrainSettings, from_dict
 from depthlab.data.datasets import RandomBatches, SplitArrays, eval_batches, load_splits
-from depthlab.data.remote import is_remote, local_copy
+from depthlab.data.remote import local_folder
 from depthlab.data.transforms import AUGMENTATIONS
 from depthlab.loop import (
     Evaluation,
@@ -111,13 +111,9 @@ def build_method(plan: TrialPlan, device: torch.device, stepper: Stepper,
 def local_data(plan: TrialPlan) -> TrialPlan:
     """`plan` with its datasets in local folders: one on object storage is fetched once per
     node (`remote.local_copy`), so loading and the knn cache see a local path."""
-    extras = tuple({**extra, "data_path": _local_path(extra["data_path"])}
+    extras = tuple({**extra, "data_path": str(local_folder(extra["data_path"]))}
                    for extra in plan.extra_evals)
-    return replace(plan, data_path=_local_path(plan.data_path), extra_evals=extras)
-
-
-def _local_path(path: str) -> str:
-    return str(local_copy(path)) if is_remote(path) else path
+    return replace(plan, data_path=str(local_folder(plan.data_path)), extra_evals=extras)
 
 
 def training_splits(plan: TrialPlan) -> tuple[SplitArrays, SplitArrays]:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from depthlab.data.batch import DepthBatch
-from depthlab.data.remote import is_remote, local_copy
+from depthlab.data.remote import local_folder
 from depthlab.data.shards import shard_files
 from depthlab.data.transforms import AUGMENTATIONS, Augmentation
 
@@ -38,7 +38,7 @@ def read_rows(path: Path | str, split: str, limit: int | None = None
     """Decoded (id, rgb (H, W, 3) uint8, depth (H, W) float32 metres) of a split, in order;
     samples may differ in size. `path` may be an object-storage URI (read from a local copy)."""
     seen = 0
-    for file in shard_files(local_copy(path) if is_remote(path) else path, split):
+    for file in shard_files(local_folder(path), split):
         table = pq.read_table(file, columns=["id", "rgb", "depth", "height", "width"])
         for row in table.to_pylist():
             if limit is not None and seen >= limit:

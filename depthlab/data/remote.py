@@ -228,6 +228,11 @@ def _download(fs: pafs.FileSystem, base: str, uri: str, shard: dict, folder: Pat
     return size
 
 
+def local_folder(path: Path | str) -> Path | str:
+    """`path` itself when local; a fetched copy (`local_copy`) when it is a URI."""
+    return local_copy(path) if is_remote(path) else path
+
+
 def local_copy(uri: str, cache_root: Path | str | None = None, progress: bool = True) -> Path:
     """A local folder holding the dataset published at `uri`, fetched into
     `cache_root` (default `data_root()/remote`) once, then reused while the remote
