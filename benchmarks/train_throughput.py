@@ -2,19 +2,23 @@
 each method's training step, measured side by side on the same network:
 
 1. depthlab: `depthlab.loop.fit` running `method.train_step` as a trial runs it (the
-   method built by `trial.build_method` from a `study.plan_for` plan, minibatches drawn
-   and augmented by `trial.training_batches`, the `Stepper`, NaN checks, running means);
-   evaluation is a stub, so only the training steps are timed.
+   method built by `trial.build_method` from a `study.plan_for` plan, the `Stepper`, NaN
+   checks, running means); evaluation is a stub, so only the training steps are timed.
 2. bare: a plain PyTorch loop doing the same forward, loss, backward and optimizer
-   step(s) on the same network objects and optimizers, on one batch drawn beforehand
-   (`opt.zero_grad(); loss.backward(); opt.step()`, no loop machinery).
+   step(s) on the same network objects and optimizers (`batch = next(loader);
+   opt.zero_grad(); loss.backward(); opt.step()`, no loop machinery).
+
+Both loops take their minibatches from the same pool, drawn and augmented beforehand by
+`trial.training_batches` as a trial draws them, so both do the same work and the ratio
+is the loop's cost. Drawing is data work, not loop work: it is timed on its own (the
+"drawing batches" column, as a share of depthlab's step) and `data_throughput.py`
+holds its goals.
 
 Rounds of both alternate (so the load of a shared machine falls on both alike); one torch
 thread (a Ray Train worker with one CPU). Rates are images per CPU second of this process
 and the ratio is the median round's: on a shared machine wall time mostly measures the
 other processes (the wall-time ratio is printed beside it). Goal: depthlab >= 0.95x bare
 for every method.
-It also prints how much of depthlab's step is drawing the minibatch (data, not the loop).
 Images per step count every batch a step consumes (n_f critic batches + 1 for the WGAN).
 
     python benchmarks/train_throughput.py                 # 64x64, batch 4, tiny widths
@@ -28,9 +32,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +94,12 @@ COUNTS = {"synthetic-rooms": {"train": 32, "test": 4},
           "synthetic-surface": {"train_rgb": 32, "train_depth": 32, "eval": 4}}
 
 
+BareStep = Callable[[Iterator[DepthBatch]], None]
+
 # ---------------------------------------------------------------- the bare steps
-# Each returns a function doing one training step on `batch` with the method's own
-# networks and optimizers, written the way a plain PyTorch script would.
+# Each returns a function doing one training step with the method's own networks and
+# optimizers, written the way a plain PyTorch script would: it takes its minibatch(es)
+# from `loader` as the method's train_step does.
 
 def _sgd(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
     opt.zero_grad(set_to_none=True)
@@ -99,18 +107,20 @@ def _sgd(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
     opt.step()
 
 
-def bare_fcn_vgg(m, batch: DepthBatch) -> Callable[[], None]:
-    def step() -> None:
+def bare_fcn_vgg(m) -> BareStep:
+    def step(loader: Iterator[DepthBatch]) -> None:
+        batch = next(loader)
         m.net.train()
         pred = m.net(imagenet_normalise(batch.image))
         _sgd(masked_mse(pred, depth_at(batch.depth, pred.shape[-2:])), m.opt)
     return step
 
 
-def bare_multiscale(m, batch: DepthBatch) -> Callable[[], None]:
+def bare_multiscale(m) -> BareStep:
     cfg = m.config
 
-    def step() -> None:
+    def step(loader: Iterator[DepthBatch]) -> None:
+        batch = next(loader)
         m.net.train()
         copies = flip_set(imagenet_normalise(batch.image))
         back = unflip(list(m.net.predict(torch.cat(copies), m.scales).chunk(len(copies))))
@@ -120,10 +130,11 @@ def bare_multiscale(m, batch: DepthBatch) -> Callable[[], None]:
     return step
 
 
-def bare_pix2pixhd(m, batch: DepthBatch) -> Callable[[], None]:
+def bare_pix2pixhd(m) -> BareStep:
     cfg = m.config
 
-    def step() -> None:
+    def step(loader: Iterator[DepthBatch]) -> None:
+        batch = next(loader)
         x = batch.image * 2 - 1
         y = to_tanh(batch.depth.clamp(0, m.max_depth), m.max_depth)
         m.generator.train()
@@ -143,21 +154,23 @@ def bare_pix2pixhd(m, batch: DepthBatch) -> Callable[[], None]:
     return step
 
 
-def bare_wgan_perceptual(m, batch: DepthBatch) -> Callable[[], None]:
+def bare_wgan_perceptual(m) -> BareStep:
     cfg = m.config
     lo, hi = m.data.depth_range_m
     mid, half = (hi + lo) / 2, (hi - lo) / 2
     counter = iter(range(10**9))
 
-    def step() -> None:
+    def step(loader: Iterator[DepthBatch]) -> None:
         k = next(counter)
         for _ in range(m.critic_iterations(k)):
+            batch = next(loader)
             x, y = batch.image * 2 - 1, ((batch.depth - mid) / half).clamp(-1, 1)
             with torch.no_grad():
                 fake_y, fake_x = m.depth_generator(x), m.rgb_generator(y)
             risk = (critic_risk(m.depth_critic, y, fake_y, cfg.gradient_penalty)[0]
                     + critic_risk(m.rgb_critic, x, fake_x, cfg.gradient_penalty)[0])
             _sgd(risk, m.critic_opt)
+        batch = next(loader)
         x, y = batch.image * 2 - 1, ((batch.depth - mid) / half).clamp(-1, 1)
         for critic in m.critics:
             critic.requires_grad_(False)
@@ -178,7 +191,7 @@ BARE = {"fcn_vgg": bare_fcn_vgg, "multiscale": bare_multiscale,
 # ---------------------------------------------------------------- measuring
 
 def setup(name: str, case: Case, size: tuple[int, int], batch_size: int, data_dir: Path):
-    """The method as a trial builds it, its minibatch stream, and one fixed batch."""
+    """The method as a trial builds it, and its minibatch stream."""
     entry = load_entry(case.dataset)
     counts = COUNTS[case.dataset]
     budget = Budget("bench", size, steps=PLAN_STEPS, eval_every=PLAN_STEPS, eval_samples=1,
@@ -196,7 +209,7 @@ def setup(name: str, case: Case, size: tuple[int, int], batch_size: int, data_di
     settings = from_dict(TrainSettings, plan.settings)
     method, _, _ = build_method(plan, torch.device("cpu"), Stepper(settings.grad_clip),
                                 batches.samples)
-    return method, batches, settings, next(batches)
+    return method, batches, settings
 
 
 def stub_evaluation() -> Evaluation:
@@ -227,9 +240,9 @@ def run_depthlab(method, batches, settings: TrainSettings, start: int, steps: in
         Progress(start, {}, {}))
 
 
-def run_bare(step: Callable[[], None], steps: int) -> None:
+def run_bare(step: BareStep, loader: Iterator[DepthBatch], steps: int) -> None:
     for _ in range(steps):
-        step()
+        step(loader)
 
 
 def draw(batches, draws: int) -> None:
@@ -241,20 +254,22 @@ def measure(name: str, case: Case, size, batch_size: int, steps: int, rounds: in
             data_dir: Path) -> dict[str, float]:
     """Images/s of both loops over alternating rounds (the median round's ratio, by CPU
     and by wall time), and the share of depthlab's CPU time spent drawing batches."""
-    method, batches, settings, fixed = setup(name, case, size, batch_size, data_dir)
-    bare = BARE[name](method, fixed)
+    method, batches, settings = setup(name, case, size, batch_size, data_dir)
+    bare = BARE[name](method)
     per_step = (method.critic_iterations(0) + 1 if name == "wgan_perceptual" else 1)
-    run_depthlab(method, batches, settings, 1, 2)  # warm-up: first calls allocate
-    run_bare(bare, 2)
+    # One round's batches, drawn once and cycled by both loops (the same tensors each).
+    pool = [next(batches) for _ in range(steps * per_step)]
+    run_depthlab(method, cycle(pool), settings, 1, 2)  # warm-up: first calls allocate
+    run_bare(bare, cycle(pool), 2)
     lab: list[Times] = []
     plain: list[Times] = []
     drawing: list[Times] = []
     start = 3
     for _ in range(rounds):
         with timing(lab):
-            run_depthlab(method, batches, settings, start, steps)
+            run_depthlab(method, cycle(pool), settings, start, steps)
         with timing(plain):
-            run_bare(bare, steps)
+            run_bare(bare, cycle(pool), steps)
         with timing(drawing):
             draw(batches, steps * per_step)
         start += steps
