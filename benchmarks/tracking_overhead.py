@@ -9,7 +9,9 @@ a `flush` per evaluation, the best checkpoint and depth panel on every new best
 (`study._log_best`), and the run ended as the driver ends it. Every one of these calls is
 timed; the checkpoint file and panel that `_log_best` writes count as tracking too (they
 exist only to be logged; the panel's drawing is timed apart). Importing mlflow, which each
-trial's fresh worker process pays once, is measured at the start and added to each trial.
+trial's fresh worker process pays once, is measured at the start (after `depthlab.study`,
+which every worker imports anyway, as `tracking.import_mlflow` does it) and added to each
+trial.
 Once per study, not counted: creating the database, the experiment and the parent run;
 starting the server.
 
@@ -267,9 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be >= 1")
 
-    # Before anything imports mlflow: what each fresh worker process pays once.
+    # What each fresh worker process pays once, on top of what it imports anyway (the
+    # worker function lives in depthlab.study, which brings torch and Ray).
+    import depthlab.study  # noqa: F401
+    from depthlab.tracking import import_mlflow
+
     began = time.perf_counter()
-    import mlflow.tracking  # noqa: F401
+    import_mlflow()
     import_seconds = time.perf_counter() - began
 
     spec, budget, plan = trial_plan(args.budget, args.steps, args.data)

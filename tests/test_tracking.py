@@ -1,0 +1,23 @@
+"""depthlab.tracking's import of mlflow (the rest of tracking is tested through studies)."""
+
+import subprocess
+import sys
+
+import pytest
+
+CHECK = """
+import gc, sys
+{before}
+from depthlab.tracking import import_mlflow
+assert "mlflow" not in sys.modules, "depthlab.tracking imported mlflow eagerly"
+import_mlflow()
+import_mlflow()
+print("mlflow.tracking" in sys.modules, gc.isenabled())
+"""
+
+
+@pytest.mark.parametrize(("before", "enabled"), [("", True), ("gc.disable()", False)])
+def test_import_mlflow_imports_it_and_leaves_the_collector_as_it_was(before, enabled):
+    out = subprocess.run([sys.executable, "-c", CHECK.format(before=before)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", str(enabled)]
