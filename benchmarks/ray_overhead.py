@@ -335,7 +335,7 @@ def print_summary(args, plain, lab, floor, side) -> None:
     print(f"runs, MLflow DB and data: {args.out}")
     # The fixed cost is paid once per trial, so the ratio is about 1 + fixed / trial length.
     print(f"\nray_overhead: wall ratio {lab_total / plain_total:.2f} on {lab['steps']}-step "
-          f"trials of {plain_total / n:.0f} s (goal <= 1.10); fixed cost {fixed:.1f} s per "
+          f"trials of {plain_total / n:.1f} s (goal <= 1.10); fixed cost {fixed:.1f} s per "
           f"trial, Ray's floor {floor_trial:.1f} s: 1.10 needs trials of {10 * fixed:.0f} s "
           f"or more")
 
