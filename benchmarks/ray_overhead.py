@@ -74,6 +74,7 @@ out = {}
 t = time.perf_counter(); import torch; out["import torch"] = time.perf_counter() - t
 t = time.perf_counter(); import depthlab.study as s
 out["import depthlab.study (after torch)"] = time.perf_counter() - t
+s._freeze_imported()  # as a worker does first
 from depthlab import tracking
 args = json.load(sys.stdin)
 torch.set_num_threads(1)

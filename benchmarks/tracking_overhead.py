@@ -10,10 +10,13 @@ a `flush` per evaluation, the best checkpoint and depth panel on every new best
 timed; the checkpoint file and panel that `_log_best` writes count as tracking too (they
 exist only to be logged; the panel's drawing is timed apart). Importing mlflow, which each
 trial's fresh worker process pays once, is measured at the start (after `depthlab.study`,
-which every worker imports anyway, as `tracking.import_mlflow` does it) and added to each
-trial.
+which every worker imports anyway, and the worker's `study._freeze_imported`, as
+`tracking.import_mlflow` does it) and added to each trial.
 Once per study, not counted: creating the database, the experiment and the parent run;
-starting the server.
+starting the server. These run in a separate driver process, as in a study, so this
+process's MLflow client starts cold, as each worker's does. That process also logs one
+earlier trial's writes: the store has served a trial before the measured one, as it has
+for every trial of a study but its first.
 
 The same trial runs twice, against:
 1. sqlite: `sqlite:///OUT/mlflow.db`, artifacts in a local folder (the default).
@@ -29,6 +32,7 @@ Goal: tracking <= 2 % of trial time for both.
 
 import argparse
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -186,6 +190,43 @@ def stop_server(server: subprocess.Popen) -> None:
 
 # ---------------------------------------------------------------- one tracked trial
 
+# The study driver's part, in its own process as in a study (this process's MLflow client
+# then starts cold, as a fresh worker's does): the experiment and parent run, then one
+# earlier trial's writes, so the store has served a trial before, as it has for every
+# trial but a study's first.
+DRIVER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from depthlab import tracking
+a = json.load(sys.stdin)
+study = tracking.start_study(a["uri"], a["experiment"], Path(a["artifact_root"]), "bench",
+                             {"method": "bench"}, {"depthlab.study": "bench"})
+run, _ = tracking.open_trial_run(study, "warm-up", "warm-up", {"method": {"lr": 1}},
+                                 tracking.study_tags(study))
+Path(a["file"]).write_bytes(bytes(100_000))
+run.log_artifact(a["file"], "best")
+run.log_metrics(0, {"warm_up": 1.0})
+run.set_tags({"depthlab.best_step": "0"})
+run.flush()
+tracking.end_run(a["uri"], run.run_id, "FINISHED")
+print(json.dumps(study.__dict__))
+"""
+
+
+def study_in_driver(uri: str, experiment: str, artifact_root: Path, workdir: Path):
+    """The study's StudyRun, created by a driver process that also logged one trial."""
+    from depthlab.tracking import StudyRun
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = {"uri": uri, "experiment": experiment, "artifact_root": str(artifact_root),
+            "file": str(workdir / "warm-up.bin")}
+    done = subprocess.run([sys.executable, "-c", DRIVER_SCRIPT], input=json.dumps(args),
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"the study driver's process failed:\n{done.stderr[-3000:]}")
+    return StudyRun(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path,
                   import_seconds: float) -> dict[str, Any]:
     """One trial with a study worker's tracking, every tracking call timed."""
@@ -193,8 +234,7 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
     from depthlab import tracking
     from depthlab.trial import train_trial
 
-    study = tracking.start_study(uri, f"tracking-overhead-{label}", artifact_root, "bench",
-                                 {"method": plan.method}, {"depthlab.study": "bench"})
+    study = study_in_driver(uri, f"tracking-overhead-{label}", artifact_root, workdir)
     clock = Clock()
     clock.seconds[MLFLOW_IMPORT] = import_seconds
     clock.calls[MLFLOW_IMPORT] = 1
@@ -270,10 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps must be >= 1")
 
     # What each fresh worker process pays once, on top of what it imports anyway (the
-    # worker function lives in depthlab.study, which brings torch and Ray).
-    import depthlab.study  # noqa: F401
+    # worker function lives in depthlab.study, which brings torch and Ray), after the
+    # worker's first step (study._freeze_imported).
+    from depthlab.study import _freeze_imported
     from depthlab.tracking import import_mlflow
 
+    _freeze_imported()
     began = time.perf_counter()
     import_mlflow()
     import_seconds = time.perf_counter() - began

@@ -10,6 +10,7 @@ holding a custom `trial_driver` resource instead of a CPU) that builds a
 import argparse
 import dataclasses
 import fcntl
+import gc
 import itertools
 import json
 import math
@@ -116,9 +117,20 @@ SUPERVISED_SHOWN = ("best/rmse_m", "best/abs_rel", "best/delta1", "eval/real/rms
 
 # ---------------------------------------------------------------- inside Ray workers
 
+def _freeze_imported() -> None:
+    """Leave the objects this process holds so far (torch, Ray and depthlab, ~340k) out of
+    Python's cyclic garbage collector: they live as long as the process, and each full
+    collection walked them all (~0.26 s here). MLflow's first calls in a fresh worker set
+    off such collections: its first search and run creation took 0.13 s and 0.32–0.40 s,
+    0.008 s and 0.015 s after the freeze."""
+    gc.freeze()
+
+
 def _train_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: runs a trial; rank 0 writes the MLflow child run."""
     import ray.train
+
+    _freeze_imported()
 
     rank = ray.train.get_context().get_world_rank()
     plan = TrialPlan(**config["plan"])
@@ -304,6 +316,7 @@ def _trial_driver(config: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    _freeze_imported()
     context = tune.get_context()
     _note_pid("driver", context.get_trial_id(), 0)
     fixed = config["fixed"]

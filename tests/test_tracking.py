@@ -6,18 +6,19 @@ import sys
 import pytest
 
 CHECK = """
-import gc, sys
+import gc, sys, tempfile
 {before}
-from depthlab.tracking import import_mlflow
+from depthlab.tracking import _client, import_mlflow
 assert "mlflow" not in sys.modules, "depthlab.tracking imported mlflow eagerly"
 import_mlflow()
-import_mlflow()
-print("mlflow.tracking" in sys.modules, gc.isenabled())
+imported = "mlflow.tracking" in sys.modules
+_client(f"sqlite:///{{tempfile.mkdtemp()}}/mlflow.db").search_experiments()
+print(imported, gc.isenabled())
 """
 
 
 @pytest.mark.parametrize(("before", "enabled"), [("", True), ("gc.disable()", False)])
-def test_import_mlflow_imports_it_and_leaves_the_collector_as_it_was(before, enabled):
+def test_import_mlflow_and_a_first_client_leave_the_collector_as_it_was(before, enabled):
     out = subprocess.run([sys.executable, "-c", CHECK.format(before=before)],
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["True", str(enabled)]
