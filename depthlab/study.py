@@ -465,6 +465,12 @@ def request_nodes(workers: int, cpus: int, gpus: int) -> None:
     request_resources(bundles=[{"CPU": cpus, **({"GPU": gpus} if gpus else {})}] * workers)
 
 
+def _cluster_address(address: str | None) -> str | None:
+    """The cluster to join: `address`, else $RAY_ADDRESS (`ray submit` on a cluster's head);
+    none given: a local Ray."""
+    return address or os.environ.get("RAY_ADDRESS")
+
+
 def _start_ray(address: str | None) -> bool:
     """Connect to a cluster, or start a local Ray sized to this machine; True if we started it."""
     import ray
@@ -473,7 +479,7 @@ def _start_ray(address: str | None) -> bool:
         return False
     env = {**RAY_ENV, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     os.environ.update(RAY_ENV)  # the local raylet inherits the driver's environment
-    address = address or os.environ.get("RAY_ADDRESS")  # `ray submit` on a cluster's head
+    address = _cluster_address(address)
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return True
@@ -717,7 +723,7 @@ def run_study(spec: StudySpec, budget: str = "smoke", *, address: str | None = N
     started_ray = on_cluster = False
     try:
         started_ray = _start_ray(address)
-        on_cluster = bool(address or os.environ.get("RAY_ADDRESS"))
+        on_cluster = bool(_cluster_address(address))
         scaling = _resources(workers, gpu, max_concurrent_trials, autoscale=on_cluster)
         results = _tune(spec, chosen, plan, study, storage, scaling, resume, seed)
         # Ctrl-C: Tune returns the partial results, and the trials it interrupted still have
