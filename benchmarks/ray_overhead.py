@@ -64,7 +64,7 @@ SEED = 0
 RAY_START = "Ray start (depthlab's _start_ray)"
 IMPORT_KEY = "import depthlab.study (after torch)"
 RUN_KEY = "MLflow TrialRun (first client, run, params)"
-BEST_KEY = "_log_best, second call (checkpoint, depth panel, 2 artifacts, tags)"
+BEST_KEY = "log_evaluation of a new best, second call (3 artifacts, metrics + tags)"
 
 # Run in a fresh interpreter (like a Ray worker): imports, MLflow writes, one best-log.
 FRESH_PROCESS_PROBE = """
@@ -88,8 +88,10 @@ from depthlab.nn.optim import Stepper
 method, _, _ = trial.build_method(plan, torch.device("cpu"), Stepper(0.0))
 evaluation = trial.evaluator(plan, method, plan.settings["eval_samples"])()
 for call in ("first", "second"):
-    t = time.perf_counter(); s._log_best(run, plan, method, evaluation, 0, Path(args["workdir"]))
-    out[f"_log_best, {call} call (checkpoint, depth panel, 2 artifacts, tags)"] = (
+    t = time.perf_counter()
+    s.log_evaluation(run, plan, method, 0, evaluation.metrics, evaluation, True,
+                     Path(args["workdir"]))
+    out[f"log_evaluation of a new best, {call} call (3 artifacts, metrics + tags)"] = (
         time.perf_counter() - t)
 tracking.end_run(study.tracking_uri, run.run_id, "FINISHED")
 print(json.dumps(out))
@@ -300,7 +302,7 @@ def print_estimate(plain: list[dict], side: dict[str, Any]) -> None:
     bests = sum(t["improved"] for t in plain) / len(plain)
     print(f"estimate of depthlab's own work per trial: depthlab.study imported in 2 fresh "
           f"processes (Tune actor, Train worker) 2 x {imports:.1f} + MLflow run {run:.1f} + "
-          f"{bests:.1f} new bests x _log_best {best:.1f} = {2 * imports + run + bests * best:.1f}"
+          f"{bests:.1f} new bests x {best:.1f} = {2 * imports + run + bests * best:.1f}"
           f" s (plus one ray.train.report per evaluation)")
 
 

@@ -4,11 +4,12 @@ trial's wall time, with the embedded sqlite store and with a real `mlflow server
 One trial of studies/wgan_surface.py (its first fixed point, the paper's best row, at the
 chosen budget) runs in this process through `trial.train_trial`, with the tracking a study
 worker does (`study._train_worker`): the child run opened with its params and tags
-(`tracking.open_trial_run`), the trial config as an artifact, one batched `log_metrics` and
-a `flush` per evaluation, the best checkpoint and depth panel on every new best
-(`study._log_best`), and the run ended as the driver ends it. Every one of these calls is
-timed; the checkpoint file and panel that `_log_best` writes count as tracking too (they
-exist only to be logged; the panel's drawing is timed apart). Importing mlflow, which each
+(`tracking.open_trial_run`, the study's tags as the driver looked them up), the trial
+config as an artifact, `study.log_evaluation` and a `flush` per evaluation (on a new best the
+checkpoint and depth panel, then one batched write of the metrics and the best's tags), and
+the run ended as the driver ends it. Every one of these calls is timed; the checkpoint file
+and panel written for a new best count as tracking too (they exist only to be logged; the
+panel's drawing is timed apart). Importing mlflow, which each
 trial's fresh worker process pays once, is measured at the start (after `depthlab.study`,
 which every worker imports anyway, and the worker's `study._freeze_imported`, as
 `tracking.import_mlflow` does it) and added to each trial.
@@ -54,7 +55,7 @@ import torch
 STUDY_SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "wgan_surface.py"
 SERVER_START_TIMEOUT = 240  # seconds; ~17 s on a quiet machine (RAY_NOTES), more under load
 MLFLOW_IMPORT = "import mlflow (each trial's fresh worker process)"
-BEST_FILES = "_log_best rest (best checkpoint + digest files)"
+BEST_FILES = "log_evaluation rest (best checkpoint + digest files)"
 
 
 class Clock:
@@ -90,9 +91,10 @@ class TimedRun:
     def __init__(self, run, clock: Clock):
         self.run, self.clock, self.run_id = run, clock, run.run_id
 
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        with self.clock("log_metrics (per evaluation)"):
-            self.run.log_metrics(step, metrics)
+    def log_metrics(self, step: int, metrics: dict[str, float],
+                    tags: dict[str, str] | None = None) -> None:
+        with self.clock("log_metrics (per evaluation; a new best's tags with them)"):
+            self.run.log_metrics(step, metrics, tags)
 
     def log_artifact(self, path, folder: str | None = None) -> None:
         with self.clock("log_artifact (checkpoint, digest, panel)"):
@@ -101,10 +103,6 @@ class TimedRun:
     def log_dict(self, values: dict[str, Any], name: str) -> None:
         with self.clock("log_dict (config.json)"):
             self.run.log_dict(values, name)
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        with self.clock("set_tags (best step and value)"):
-            self.run.set_tags(tags)
 
     def flush(self):
         with self.clock("flush (per evaluation)"):
@@ -201,20 +199,20 @@ from depthlab import tracking
 a = json.load(sys.stdin)
 study = tracking.start_study(a["uri"], a["experiment"], Path(a["artifact_root"]), "bench",
                              {"method": "bench"}, {"depthlab.study": "bench"})
-run, _ = tracking.open_trial_run(study, "warm-up", "warm-up", {"method": {"lr": 1}},
-                                 tracking.study_tags(study))
+tags = tracking.study_tags(study)  # looked up once, by the driver
+run, _ = tracking.open_trial_run(study, "warm-up", "warm-up", {"method": {"lr": 1}}, tags)
 Path(a["file"]).write_bytes(bytes(100_000))
 run.log_artifact(a["file"], "best")
-run.log_metrics(0, {"warm_up": 1.0})
-run.set_tags({"depthlab.best_step": "0"})
+run.log_metrics(0, {"warm_up": 1.0}, {"depthlab.best_step": "0"})
 run.flush()
 tracking.end_run(a["uri"], run.run_id, "FINISHED")
-print(json.dumps(study.__dict__))
+print(json.dumps({"study": study.__dict__, "tags": tags}))
 """
 
 
 def study_in_driver(uri: str, experiment: str, artifact_root: Path, workdir: Path):
-    """The study's StudyRun, created by a driver process that also logged one trial."""
+    """The study's StudyRun and its tags for trials, from a driver process that also logged
+    one trial."""
     from depthlab.tracking import StudyRun
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +222,8 @@ def study_in_driver(uri: str, experiment: str, artifact_root: Path, workdir: Pat
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"the study driver's process failed:\n{done.stderr[-3000:]}")
-    return StudyRun(**json.loads(done.stdout.strip().splitlines()[-1]))
+    made = json.loads(done.stdout.strip().splitlines()[-1])
+    return StudyRun(**made["study"]), made["tags"]
 
 
 def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path,
@@ -234,7 +233,8 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
     from depthlab import tracking
     from depthlab.trial import train_trial
 
-    study = study_in_driver(uri, f"tracking-overhead-{label}", artifact_root, workdir)
+    study, study_tags = study_in_driver(uri, f"tracking-overhead-{label}", artifact_root,
+                                        workdir)
     clock = Clock()
     clock.seconds[MLFLOW_IMPORT] = import_seconds
     clock.calls[MLFLOW_IMPORT] = 1
@@ -242,21 +242,21 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
               "dataset": f"{plan.data['name']}@{plan.data['version']}"}
     config = {"plan": plan.__dict__, "study": study.__dict__, "trial_id": "bench_00000",
               "run_name": f"{plan.method} #0"}
-    evaluations = 0
+    evaluations = bests = 0
     began = time.perf_counter()
     with clock("open_trial_run (create run, params, tags)"):
         run, _ = tracking.open_trial_run(study, config["trial_id"], config["run_name"],
-                                         params, {**tracking.study_tags(study)})
+                                         params, study_tags)
     timed = TimedRun(run, clock)
     timed.log_dict(config, "config.json")
 
     def report(method, step, metrics, evaluation, improved) -> None:
-        nonlocal evaluations
+        nonlocal evaluations, bests
         evaluations += 1
-        timed.log_metrics(step, metrics)
-        if improved and evaluation is not None:
-            with clock(BEST_FILES):
-                study_module._log_best(timed, plan, method, evaluation, step, workdir)
+        bests += improved and evaluation is not None
+        with clock(BEST_FILES):
+            study_module.log_evaluation(timed, plan, method, step, metrics, evaluation,
+                                        improved, workdir)
         timed.flush()
 
     draw = study_module.depth_panel
@@ -270,7 +270,6 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
     with clock("end_run (driver)"):
         tracking.end_run(uri, run.run_id, "FINISHED")
     wall = time.perf_counter() - began + import_seconds
-    bests = clock.calls.get(BEST_FILES, 0)
     return {"label": label, "wall": wall, "clock": clock, "evaluations": evaluations,
             "bests": bests, "uri": uri}
 

@@ -145,8 +145,11 @@ def _train_worker(config: dict[str, Any]) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="depthlab-trial-"))
     state_dir = None
     if rank == 0:  # tags to filter and compare by in the UI, and where the trial ran
+        # The driver looked the study's tags up once; a study state saved by an older
+        # version carries none: ask the parent run.
+        shared = config.get("study_tags")
         tags = {"depthlab.trial_id": config["trial_id"], "depthlab.method": plan.method,
-                **tracking.study_tags(study), **_node_tags()}
+                **(tracking.study_tags(study) if shared is None else shared), **_node_tags()}
         run, run_id, attempt, logged = _trial_run(study, config, plan, params, tags, resume,
                                                   finished, warned)
         state_dir = None if finished else workdir / "states"
@@ -154,9 +157,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     def report(method, step: int, metrics: dict[str, float], evaluation: Evaluation | None,
                improved: bool) -> None:
         if run is not None and step > logged:  # a retry redoes steps MLflow may have
-            run.log_metrics(step, metrics)
-            if improved and evaluation is not None:  # before the report: ASHA may stop us
-                _log_best(run, plan, method, evaluation, step, workdir)
+            log_evaluation(run, plan, method, step, metrics, evaluation, improved, workdir)
         out = dict(metrics, step=step, mlflow_run_id=run_id)
         if run is not None and (unsent := run.flush()):  # this report may be the last
             out["mlflow_unsent"] = str(unsent)
@@ -252,9 +253,22 @@ def _note_pid(role: str, trial_id: str, rank: int) -> None:
             handle.write(f"{role} {trial_id} {rank} {os.getpid()}\n")
 
 
+def log_evaluation(run: tracking.TrialRun, plan: TrialPlan, method, step: int,
+                   metrics: dict[str, float], evaluation: Evaluation | None, improved: bool,
+                   workdir: Path) -> None:
+    """A report's MLflow writes, before it goes to Tune (ASHA may then stop the trial): on a
+    new best its checkpoint and depth panel, then the metrics and the best's tags in one
+    request."""
+    tags = {}
+    if improved and evaluation is not None:
+        tags = _log_best(run, plan, method, evaluation, step, workdir)
+    run.log_metrics(step, metrics, tags)
+
+
 def _log_best(run: tracking.TrialRun, plan: TrialPlan, method, evaluation: Evaluation,
-              step: int, workdir: Path) -> None:
-    """The best checkpoint so far and its depth panel, as artifacts of the child run."""
+              step: int, workdir: Path) -> dict[str, str]:
+    """The best checkpoint so far and its depth panel, as artifacts of the child run; the
+    tags that say which step and value they are."""
     info = DataInfo(**plan.data)
     weights = {name: net.state_dict() for name, net in method.networks().items()}
     # The state's plain values (multiscale's training stage) decide how the model predicts.
@@ -269,8 +283,8 @@ def _log_best(run: tracking.TrialRun, plan: TrialPlan, method, evaluation: Evalu
     panel = depth_panel(evaluation.images, evaluation.predictions, evaluation.truths,
                         info.display_unit, workdir / "depth_panel.png", title)
     run.log_artifact(panel)
-    run.set_tags({"depthlab.best_step": str(step), f"depthlab.best_{primary}":
-                  f"{evaluation.metrics.get(primary, float('nan')):.6g}"})
+    return {"depthlab.best_step": str(step),
+            f"depthlab.best_{primary}": f"{evaluation.metrics.get(primary, float('nan')):.6g}"}
 
 
 def _node_tags() -> dict[str, str]:
@@ -327,6 +341,7 @@ def _trial_driver(config: dict[str, Any]) -> None:
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"plan": plan, "study": fixed["study"],
+                           "study_tags": fixed.get("study_tags"),
                            "trial_id": context.get_trial_id(),
                            "unsent": str(Path(fixed["storage"]) / f"train-{context.get_trial_id()}"
                                          / UNSENT_FILE),
@@ -799,7 +814,7 @@ def _tune(spec, budget, plan, study, storage, scaling, resume, seed):
     scheduler = ASHAScheduler(time_attr="step", max_t=budget.steps, grace_period=grace,
                               reduction_factor=2)
     fixed = {"plan": plan.__dict__, "study": study.__dict__, "scaling": scaling,
-             "storage": str(storage.parent)}
+             "study_tags": tracking.study_tags(study), "storage": str(storage.parent)}
     tuner = tune.Tuner(
         trainable,
         param_space={"fixed": fixed},

@@ -280,13 +280,15 @@ class TrialRun:
             self.pending[:0] = _read_records(self.unsent)
             self.deliver()
 
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        """One batched write; non-finite values are skipped (they are flagged by tags)."""
+    def log_metrics(self, step: int, metrics: dict[str, float],
+                    tags: dict[str, str] | None = None) -> None:
+        """One batched write, with `tags` in the same request; non-finite values are skipped
+        (they are flagged by tags)."""
         values = {k: float(v) for k, v in metrics.items()
                   if isinstance(v, int | float) and math.isfinite(v)}
-        if values:  # stamped now: a late delivery keeps when it was measured
+        if values or tags:  # stamped now: a late delivery keeps when it was measured
             self._send({"op": "metrics", "step": step, "time": int(time.time() * 1000),
-                        "values": values})
+                        "values": values, "tags": {k: str(v) for k, v in (tags or {}).items()}})
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._send({"op": "artifact", "path": str(path), "folder": folder})
@@ -369,21 +371,27 @@ def _deliver(client, records: list[dict[str, Any]]) -> tuple[int, Exception | No
 
 def _apply(client, record: dict[str, Any]) -> None:
     """One buffered write of a TrialRun (a line of its unsent file) to MLflow."""
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric
 
     op, run_id = record["op"], record["run_id"]
-    if op == "metrics":
+    if op == "metrics":  # records of older versions have no tags
         client.log_batch(run_id, metrics=[Metric(k, v, record["time"], record["step"])
-                                          for k, v in record["values"].items()])
+                                          for k, v in record["values"].items()],
+                         tags=_run_tags(record.get("tags", {})))
     elif op == "tags":
-        client.log_batch(run_id, tags=[RunTag(k, redact(v, k)[:5000])
-                                       for k, v in record["values"].items()])
+        client.log_batch(run_id, tags=_run_tags(record["values"]))
     elif op == "artifact":
         client.log_artifact(run_id, record["path"], record["folder"])
     elif op == "dict":
         client.log_dict(run_id, record["values"], record["name"])
     else:
         raise ValueError(f"unsent record {record!r}: unknown op {op!r}")
+
+
+def _run_tags(values: dict[str, str]) -> list:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, redact(v, k)[:5000]) for k, v in values.items()]
 
 
 def _unreachable(error: Exception) -> bool:

@@ -1,7 +1,7 @@
 """Picking the best and using it: `depthlab best` (leaderboard, --register, --all),
 `depthlab predict` and `depthlab evaluate`, on real MLflow runs and real checkpoints.
 
-The runs are written as a study writes them (its parent run, `_log_best`'s checkpoint
+The runs are written as a study writes them (its parent run, `log_evaluation`'s checkpoint
 artifacts), by trials trained in this process with `train_trial`: Ray is what the other
 end-to-end tests check, and would cost a minute here.
 """
@@ -67,9 +67,8 @@ def _write_study(folder: Path, name: str, lrs: list[float]) -> tracking.StudyRun
 
         def report(method, step, metrics, evaluation, improved, run=run, trial=trial,
                    workdir=workdir):
-            run.log_metrics(step, metrics)
-            if improved and evaluation is not None:
-                study._log_best(run, trial, method, evaluation, step, workdir)
+            study.log_evaluation(run, trial, method, step, metrics, evaluation, improved,
+                                 workdir)
 
         train_trial(trial, report)
         tracking.end_run(uri, run.run_id, "FINISHED")

@@ -283,13 +283,15 @@ def test_metrics_logged_while_the_server_is_down_reach_it_when_it_returns(tmp_pa
         seconds = []
         for step in (1, 2, 3):  # training goes on: no exception, no minutes of retries
             started = time.monotonic()
-            run.log_metrics(step, {"eval/rmse_um": 3.0 - step / 10})
+            run.log_metrics(step, {"eval/rmse_um": 3.0 - step / 10},
+                            {"depthlab.best_step": str(step)})  # a new best's tags
             seconds.append(time.monotonic() - started)
-        run.set_tags({"depthlab.best_step": "3"})
+        run.set_tags({"depthlab.resume_warning": "state 2 damaged"})
         with pytest.warns(RuntimeWarning, match=f"unreachable.*kept in {unsent}"):
             assert run.flush() == unsent
         kept = [json.loads(line) for line in unsent.read_text().splitlines()]
         assert [r["op"] for r in kept] == ["metrics"] * 3 + ["tags"]
+        assert kept[2]["tags"] == {"depthlab.best_step": "3"}
         assert max(seconds) < 30, seconds  # MLflow's own retries take ~4 min per call
         down_until = int(time.time() * 1000)
 
@@ -302,7 +304,9 @@ def test_metrics_logged_while_the_server_is_down_reach_it_when_it_returns(tmp_pa
         assert [(m.step, round(m.value, 6)) for m in history] == [
             (0, 3.0), (1, 2.9), (2, 2.8), (3, 2.7), (4, 2.5)]
         assert all(m.timestamp <= down_until for m in history[1:4])  # when measured, not sent
-        assert client.get_run(run.run_id).data.tags["depthlab.best_step"] == "3"
+        tags = client.get_run(run.run_id).data.tags
+        assert tags["depthlab.best_step"] == "3"  # the last of the three, delivered in order
+        assert tags["depthlab.resume_warning"] == "state 2 damaged"
     finally:
         server.stop()
 

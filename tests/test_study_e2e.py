@@ -43,6 +43,11 @@ def test_smoke_study_logs_a_parent_and_finished_children(isolated):
         assert {"depth_panel.png", "checkpoint", "config.json"} <= artifacts
         history = client.get_metric_history(child.info.run_id, "eval/rmse_um")
         assert [m.step for m in history][:2] == [0, 3]  # untrained, then every eval_every
+        tags = child.data.tags  # the study's (from the driver) and its best evaluation's
+        assert (tags["depthlab.study"], tags["depthlab.budget"]) == ("wgan-surface", "smoke")
+        best_eval = min(sorted(history, key=lambda m: m.step), key=lambda m: m.value)
+        assert int(tags["depthlab.best_step"]) == best_eval.step
+        assert float(tags["depthlab.best_rmse_um"]) == pytest.approx(best_eval.value, rel=1e-5)
     # the leaderboard, the best run and the way to the UI
     best = min(finished, key=lambda r: r.data.metrics["best/rmse_um"])
     assert f"best run: {best.info.run_id}" in done.stdout
