@@ -338,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(server)
         for result in results:
             print_trial(result)
+    if "IPython" in sys.modules:  # a clean install of depthlab has no IPython
+        print("(IPython is installed here: MLflow imports it on a process's first REST request, "
+              "to check for a Databricks notebook; it is part of the server's open_trial_run)")
     share = {r["label"]: r["clock"].total / r["wall"] for r in results}
     print(f"(load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     print(f"\ntracking_overhead: sqlite {share['sqlite']:.1%}, server {share['server']:.1%} "
