@@ -338,6 +338,20 @@ def test_a_locked_sqlite_database_buffers_and_the_driver_sends_the_rest(tmp_path
     assert [(m.step, m.value) for m in history] == [(1, 1.5)]
 
 
+def test_unsent_records_from_before_tags_joined_the_metric_batch_still_deliver(tmp_path):
+    """An unsent file left by an older version: its metrics records have no "tags"."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = tracking.start_study(uri, "old-unsent", tmp_path / "art", "parent", {}, {})
+    run = tracking.TrialRun(study, "trial", {}, {})
+    unsent = tmp_path / "train-t1" / UNSENT_FILE
+    unsent.parent.mkdir()
+    unsent.write_text(json.dumps({"run_id": run.run_id, "op": "metrics", "step": 2,
+                                  "time": 1000, "values": {"eval/rmse_um": 1.5}}) + "\n")
+    assert tracking.send_unsent(uri, unsent) and not unsent.exists()
+    history = MlflowClient(uri).get_metric_history(run.run_id, "eval/rmse_um")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [(2, 1.5, 1000)]
+
+
 # ---------------------------------------------------------------- 5: unwritable storage
 
 def test_an_unwritable_runs_folder_fails_before_ray_naming_path_and_errno(tmp_path):
