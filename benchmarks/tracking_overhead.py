@@ -9,10 +9,10 @@ config as an artifact, `study.log_evaluation` and a `flush` per evaluation (on a
 checkpoint and depth panel, then one batched write of the metrics and the best's tags), and
 the run ended as the driver ends it. Every one of these calls is timed; the checkpoint file
 and panel written for a new best count as tracking too (they exist only to be logged; the
-panel's drawing is timed apart). Importing mlflow, which each
-trial's fresh worker process pays once, is measured at the start (after `depthlab.study`,
-which every worker imports anyway, and the worker's `study._freeze_imported`, as
-`tracking.import_mlflow` does it) and added to each trial.
+panel's drawing is timed apart). Importing mlflow, which each trial's fresh worker process
+pays once, is measured at the start (after `depthlab.study`, which every worker imports
+anyway, and the worker's `study._freeze_imported`, as `tracking.import_mlflow` does it)
+and added to each trial.
 Once per study, not counted: creating the database, the experiment and the parent run;
 starting the server. These run in a separate driver process, as in a study, so this
 process's MLflow client starts cold, as each worker's does. That process also logs one
@@ -56,6 +56,7 @@ STUDY_SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "wgan_surface.p
 SERVER_START_TIMEOUT = 240  # seconds; ~17 s on a quiet machine (RAY_NOTES), more under load
 MLFLOW_IMPORT = "import mlflow (each trial's fresh worker process)"
 BEST_FILES = "log_evaluation rest (best checkpoint + digest files)"
+PANEL = "depth panel (PNG)"  # drawn once per new best
 
 
 class Clock:
@@ -242,7 +243,7 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
               "dataset": f"{plan.data['name']}@{plan.data['version']}"}
     config = {"plan": plan.__dict__, "study": study.__dict__, "trial_id": "bench_00000",
               "run_name": f"{plan.method} #0"}
-    evaluations = bests = 0
+    evaluations = 0
     began = time.perf_counter()
     with clock("open_trial_run (create run, params, tags)"):
         run, _ = tracking.open_trial_run(study, config["trial_id"], config["run_name"],
@@ -251,9 +252,8 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
     timed.log_dict(config, "config.json")
 
     def report(method, step, metrics, evaluation, improved) -> None:
-        nonlocal evaluations, bests
+        nonlocal evaluations
         evaluations += 1
-        bests += improved and evaluation is not None
         with clock(BEST_FILES):
             study_module.log_evaluation(timed, plan, method, step, metrics, evaluation,
                                         improved, workdir)
@@ -262,7 +262,7 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
     draw = study_module.depth_panel
 
     def timed_panel(*args, **kwargs):  # the panel's share of _log_best, timed apart
-        with clock("depth panel (PNG)"):
+        with clock(PANEL):
             return draw(*args, **kwargs)
 
     with patch.object(study_module, "depth_panel", timed_panel):
@@ -271,7 +271,7 @@ def tracked_trial(plan, uri: str, artifact_root: Path, label: str, workdir: Path
         tracking.end_run(uri, run.run_id, "FINISHED")
     wall = time.perf_counter() - began + import_seconds
     return {"label": label, "wall": wall, "clock": clock, "evaluations": evaluations,
-            "bests": bests, "uri": uri}
+            "bests": clock.calls.get(PANEL, 0), "uri": uri}
 
 
 # ---------------------------------------------------------------- printing
@@ -283,8 +283,8 @@ def print_trial(result: dict[str, Any]) -> None:
     for label, seconds in sorted(clock.seconds.items(), key=lambda kv: -kv[1]):
         print(f"  {label:<52s} {clock.calls[label]:3d} x  {seconds:7.3f} s  "
               f"{seconds / wall:6.2%}")
-    mlflow_only = clock.total - clock.seconds.get(BEST_FILES, 0.0) - clock.seconds.get(
-        "depth panel (PNG)", 0.0)
+    mlflow_only = (clock.total - clock.seconds.get(BEST_FILES, 0.0)
+                   - clock.seconds.get(PANEL, 0.0))
     print(f"  {'tracking in all':<52s}        {clock.total:7.3f} s  {clock.total / wall:6.2%}"
           f"   (MLflow import + calls alone {mlflow_only / wall:.2%})")
 
