@@ -300,10 +300,10 @@ def print_estimate(plain: list[dict], side: dict[str, Any]) -> None:
     run = side.get(RUN_KEY, float("nan"))
     best = side.get(BEST_KEY, float("nan"))
     bests = sum(t["improved"] for t in plain) / len(plain)
-    print(f"estimate of depthlab's own work per trial: depthlab.study imported in 2 fresh "
-          f"processes (Tune actor, Train worker) 2 x {imports:.1f} + MLflow run {run:.1f} + "
-          f"{bests:.1f} new bests x {best:.1f} = {2 * imports + run + bests * best:.1f}"
-          f" s (plus one ray.train.report per evaluation)")
+    print(f"estimate of depthlab's own work per trial: depthlab.study imported in the Train "
+          f"worker's fresh process {imports:.1f} + MLflow run {run:.1f} + {bests:.1f} new bests"
+          f" x {best:.1f} = {imports + run + bests * best:.1f} s (plus one ray.train.report "
+          f"per evaluation; the Tune actor imports only depthlab.trial_driver)")
 
 
 def print_summary(args, plain, lab, floor, side) -> None:

@@ -1,16 +1,15 @@
 """Ray, and only here: a trial's training under Ray Train, the study under Ray Tune with
 Optuna (TPE) and ASHA, MLflow runs closed from the driver, and the leaderboard.
 
-Shape (see RAY_NOTES): each Tune trial is a small function (the trial driver,
-holding a custom `trial_driver` resource instead of a CPU) that builds a
-`TorchTrainer`; its workers run `train_trial` and report through
-`TuneReportCallback`.
+Shape (see RAY_NOTES): each Tune trial is a small function (the trial driver, in
+trial_driver.py so that its Tune actor imports no training code, holding a custom
+`trial_driver` resource instead of a CPU) that builds a `TorchTrainer`; its workers run
+`_train_worker` here, which runs `train_trial` and reports through `TuneReportCallback`.
 """
 
 import argparse
 import dataclasses
 import fcntl
-import gc
 import itertools
 import json
 import math
@@ -43,13 +42,11 @@ from depthlab.trial import (
     state_folder,
     train_trial,
 )
+from depthlab.trial_driver import _freeze_imported, _note_pid, _trial_driver
 from depthlab.viz import depth_panel
 
 DRIVER_RESOURCE = "trial_driver"
-UNSENT_FILE = "mlflow_unsent.jsonl"  # in a trial's Train folder: writes MLflow did not take
-TRAIN_RETRIES = 2  # worker-group restarts per trial (Ray Train FailureConfig)
 DRIVER_RETRIES = 1  # trial-driver restarts per trial (Ray Tune FailureConfig)
-KEPT_STATES = 2  # trial states Train keeps: the latest, and one in case it is damaged
 RAY_ENV = {
     # A Train report otherwise blocks ~1.9 s on the controller's poll (RAY_NOTES).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
@@ -116,15 +113,6 @@ SUPERVISED_SHOWN = ("best/rmse_m", "best/abs_rel", "best/delta1", "eval/real/rms
 
 
 # ---------------------------------------------------------------- inside Ray workers
-
-def _freeze_imported() -> None:
-    """Leave the objects this process holds so far (torch, Ray and depthlab, ~340k) out of
-    Python's cyclic garbage collector: they live as long as the process, and each full
-    collection walked them all (~0.26 s here). MLflow's first calls in a fresh worker set
-    off such collections: its first search and run creation took 0.13 s and 0.32–0.40 s,
-    0.008 s and 0.015 s after the freeze."""
-    gc.freeze()
-
 
 def _train_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: runs a trial; rank 0 writes the MLflow child run."""
@@ -240,19 +228,6 @@ def _state_checkpoint(state_dir: Path | None, step: int, attempt: int) -> dict[s
             "delete_local_checkpoint_after_upload": True}
 
 
-# Test-only hook (tests/test_faults_resume.py): when this variable names a file, each trial
-# driver and Train worker appends "<role> <trial id> <rank> <pid>" to it, so a test can kill
-# exactly that process. Unset in normal use.
-PID_FILE_ENV = "DEPTHLAB_TEST_PID_FILE"
-
-
-def _note_pid(role: str, trial_id: str, rank: int) -> None:
-    path = os.environ.get(PID_FILE_ENV)
-    if path:
-        with open(path, "a") as handle:
-            handle.write(f"{role} {trial_id} {rank} {os.getpid()}\n")
-
-
 def log_evaluation(run: tracking.TrialRun, plan: TrialPlan, method, step: int,
                    metrics: dict[str, float], evaluation: Evaluation | None, improved: bool,
                    workdir: Path) -> None:
@@ -297,71 +272,6 @@ def _node_tags() -> dict[str, str]:
 
 
 # Run names are read in the UI's narrow run-name column: common config words shortened.
-SHORT_KEYS = {"batch_size": "bs", "grad_clip": "clip", "learning_rate": "lr",
-              "weight_decay": "wd"}
-SHORT_WORDS = {"generator": "gen", "discriminator": "disc", "reconstruction": "rec",
-               "weight": "w", "iterations": "it", "iters": "it"}
-
-
-def _short_value(value: Any) -> str:
-    """5e-05 → 5e-5, 100.0 → 100, 0.25 → 0.25; other values as they print."""
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        return f"{value:.3g}"
-    mantissa, exponent = f"{value:.1e}".split("e")
-    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
-
-
-def run_name(method: str, chosen: dict[str, Any], trial_id: str) -> str:
-    """A trial's MLflow run name: method, the values the search chose, and the trial id
-    the progress lines print, e.g. `wgan_perceptual critic=dcgan gen=unet bs=8 #927b80f9`."""
-    shown = []
-    for key, value in chosen.items():
-        short = SHORT_KEYS.get(key) or "_".join(SHORT_WORDS.get(w, w) for w in key.split("_"))
-        shown.append(f"{short}={_short_value(value)}")
-    return " ".join([method, *shown, f"#{trial_id}"])
-
-
-def _trial_driver(config: dict[str, Any]) -> None:
-    """Tune function trainable: one TorchTrainer per trial, stable name from the trial id."""
-    import ray.train
-    from ray import tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    _freeze_imported()
-    context = tune.get_context()
-    _note_pid("driver", context.get_trial_id(), 0)
-    fixed = config["fixed"]
-    plan = dict(fixed["plan"])
-    plan["method_config"] = {**plan["method_config"], **config.get("method", {})}
-    plan["settings"] = {**plan["settings"], **config.get("train", {})}
-    scaling = fixed["scaling"]
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config={"plan": plan, "study": fixed["study"],
-                           "study_tags": fixed.get("study_tags"),
-                           "trial_id": context.get_trial_id(),
-                           "unsent": str(Path(fixed["storage"]) / f"train-{context.get_trial_id()}"
-                                         / UNSENT_FILE),
-                           "run_name": run_name(plan["method"], {**config.get("method", {}),
-                                                                 **config.get("train", {})},
-                                                context.get_trial_id())},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling["workers"], use_gpu=scaling["gpus_per_worker"] > 0,
-            resources_per_worker={"CPU": scaling["cpus_per_worker"],
-                                  "GPU": scaling["gpus_per_worker"]}),
-        run_config=ray.train.RunConfig(
-            name=f"train-{context.get_trial_id()}", storage_path=fixed["storage"],
-            callbacks=[TuneReportCallback()],
-            # A dead worker: the group restarts from the latest kept trial state.
-            failure_config=ray.train.FailureConfig(max_failures=TRAIN_RETRIES),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEPT_STATES)),
-    )
-    trainer.fit()
-
-
 # ---------------------------------------------------------------- the driver
 
 def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,

@@ -29,7 +29,8 @@ from depthlab import tracking
 from depthlab.config import Budget
 from depthlab.methods.wgan_perceptual import PAPER_ROWS_SURFACE, search_space
 from depthlab.search import StudySearch
-from depthlab.study import LOCK_FILE, UNSENT_FILE, StudySpec, run_study, worst_value
+from depthlab.study import LOCK_FILE, StudySpec, run_study, worst_value
+from depthlab.trial_driver import TRAIN_RETRIES, UNSENT_FILE
 from tests.conftest import isolate, run_script
 
 HEALTH_TIMEOUT_S = 300  # an MLflow server answered after 17-60 s here under shared load
@@ -389,7 +390,7 @@ def test_a_trial_that_cannot_write_its_checkpoint_fails_clearly(tmp_path, monkey
     assert run.info.status == "FAILED"
     assert "[Errno 20] Not a directory" in failure and str(blocker) in failure, failure
     attempts = int(run.data.tags["depthlab.attempts"])  # each retry failed the same way
-    assert attempts == study_module.TRAIN_RETRIES + 1
+    assert attempts == TRAIN_RETRIES + 1
     assert all(run.data.tags[f"depthlab.attempt{i}.failure"] == failure
                for i in range(1, attempts))
     assert f"failed: {failure[:60]}" in output  # the driver says why, not just "see log"

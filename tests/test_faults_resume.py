@@ -20,7 +20,6 @@ from depthlab.config import TrainSettings, to_dict
 from depthlab.data.shards import prepare
 from depthlab.loop import restore_rng, rng_state
 from depthlab.methods.wgan_perceptual import Config
-from depthlab.study import PID_FILE_ENV
 from depthlab.trial import (
     STATE_FILE,
     TrialPlan,
@@ -30,6 +29,7 @@ from depthlab.trial import (
     state_folder,
     train_trial,
 )
+from depthlab.trial_driver import PID_FILE_ENV
 from tests.conftest import run_script
 
 SIZE = (32, 32)

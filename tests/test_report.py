@@ -13,7 +13,7 @@ from PIL import Image
 from depthlab import tracking
 from depthlab.cli import main
 from depthlab.report import infer_distribution, study_metric
-from depthlab.study import run_name
+from depthlab.trial_driver import run_name
 
 STUDY = "wgan-surface"
 METRIC = "best/rmse_um"
