@@ -271,7 +271,6 @@ def _node_tags() -> dict[str, str]:
             "depthlab.hostname": socket.gethostname()}
 
 
-# Run names are read in the UI's narrow run-name column: common config words shortened.
 # ---------------------------------------------------------------- the driver
 
 def _close_runs_callback(uri: str, total_steps: int, study: tracking.StudyRun,

@@ -3,9 +3,9 @@
 
 It lives apart from study.py so that a trial's Tune actor imports Ray and this module
 only. Importing study.py there also imported torchvision, torch._dynamo and depthlab's
-training code (1.7 s after Ray Train), which only the Train workers use: 1.2-1.6 s more
-per trial beyond Ray's floor (benchmarks/README.md, ray_overhead.py). Keep it light: no
-depthlab import at module level.
+training code (1.7 s after Ray Train), which only the Train workers use: about 1 s more
+per trial (benchmarks/README.md, ray_overhead.py). Keep it light: no depthlab import at
+module level.
 """
 
 import gc
@@ -31,14 +31,15 @@ def _note_pid(role: str, trial_id: str, rank: int) -> None:
 
 
 def _freeze_imported() -> None:
-    """Leave the objects this process holds so far (torch, Ray and depthlab, ~340k) out of
-    Python's cyclic garbage collector: they live as long as the process, and each full
-    collection walked them all (~0.26 s here). MLflow's first calls in a fresh worker set
-    off such collections: its first search and run creation took 0.13 s and 0.32–0.40 s,
-    0.008 s and 0.015 s after the freeze."""
+    """Leave the objects this process holds so far (torch and Ray; in a Train worker also
+    depthlab, ~340k in all) out of Python's cyclic garbage collector: they live as long as
+    the process, and each full collection walked them all (~0.26 s here). MLflow's first
+    calls in a fresh worker set off such collections: its first search and run creation
+    took 0.13 s and 0.32–0.40 s, 0.008 s and 0.015 s after the freeze."""
     gc.freeze()
 
 
+# Run names are read in the UI's narrow run-name column: common config words shortened.
 SHORT_KEYS = {"batch_size": "bs", "grad_clip": "clip", "learning_rate": "lr",
               "weight_decay": "wd"}
 SHORT_WORDS = {"generator": "gen", "discriminator": "disc", "reconstruction": "rec",

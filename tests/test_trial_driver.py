@@ -17,4 +17,3 @@ def test_importing_the_trial_driver_imports_no_training_code():
     out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.split() == ["none"]
-
